@@ -1,0 +1,75 @@
+"""The ``conveyor`` command: a thin Click layer over :mod:`conveyor.commands`."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+from sqlalchemy.exc import SQLAlchemyError
+
+from conveyor import __version__
+from conveyor.cli.options import VERBOSE, configure_logging
+from conveyor.commands import init_project
+from conveyor.exceptions import ConveyorError
+
+
+class ConveyorGroup(click.Group):
+    """Turns every error into one line on stderr and exit code 1; ``-v``
+    adds the traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.Abort, click.ClickException):
+            raise
+        except ConveyorError as exc:
+            _fail(ctx, str(exc), exc)
+        except SQLAlchemyError as exc:
+            reason = getattr(exc, "orig", None) or exc
+            first = str(reason).strip().splitlines()[0] if str(reason).strip() else ""
+            _fail(ctx, f"database error: {first}", exc)
+        except BrokenPipeError:
+            # Output piped into head or less that closed early: not an error.
+            sys.stderr.close()
+            ctx.exit(0)
+        except OSError as exc:
+            _fail(ctx, f"{exc.filename or 'file'}: {exc.strerror or exc}", exc)
+        except Exception as exc:
+            # A bug of ours: still one line, with the traceback under -v.
+            _fail(ctx, f"unexpected {type(exc).__name__}: {exc} (run with -v for "
+                  "the traceback)", exc)
+
+
+def _fail(ctx: click.Context, message: str, exc: BaseException) -> None:
+    if ctx.meta.get(VERBOSE):
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    click.echo(f"error: {message}", err=True)
+    ctx.exit(1)
+
+
+@click.group(cls=ConveyorGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="conveyor")
+def main() -> None:
+    """Background jobs and database migrations for Python applications."""
+    configure_logging(verbose=False)
+
+
+@main.command("init")
+@click.argument(
+    "folder", type=click.Path(file_okay=False, path_type=Path), default=Path(".")
+)
+def init_command(folder: Path) -> None:
+    """Write a commented conveyor.toml and the migrations/ and jobs/ folders."""
+    created = init_project(folder)
+    for path in created:
+        click.echo(f"created {path}")
+    if not created:
+        click.echo("nothing to do: conveyor.toml, migrations/ and jobs/ exist")
+
+
+from conveyor.cli import migrate_commands  # noqa: E402  (registers commands)
+
+main.add_command(migrate_commands.migrate)

@@ -1,0 +1,84 @@
+"""Options every command takes, and turning them into settings."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from conveyor.config import Settings, load_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_META_CONFIG = "conveyor.config"
+_META_DATABASE = "conveyor.database"
+VERBOSE = "conveyor.verbose"
+
+
+def _remember(key: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+        # The group and its subcommands share ctx.meta, so an option given
+        # before or after the subcommand name counts the same.
+        if value:
+            ctx.meta[key] = value
+            if key == VERBOSE:
+                configure_logging(verbose=True)
+        return value
+
+    return callback
+
+
+def common_options(command: F) -> F:
+    """``--config``, ``--database`` and ``-v``, accepted by every command."""
+    decorators = [
+        click.option(
+            "--config", "config_path", type=click.Path(path_type=Path),
+            expose_value=False, callback=_remember(_META_CONFIG),
+            help="Settings file (default: ./conveyor.toml or ./pyproject.toml).",
+        ),
+        click.option(
+            "--database", "database_url", metavar="URL", expose_value=False,
+            callback=_remember(_META_DATABASE),
+            help="Database URL; overrides the settings and CONVEYOR_DATABASE_URL.",
+        ),
+        click.option(
+            "-v", "--verbose", is_flag=True, expose_value=False,
+            callback=_remember(VERBOSE),
+            help="Log each step, and show tracebacks on errors.",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        command = decorator(command)
+    return command
+
+
+def settings_for(ctx: click.Context) -> Settings:
+    return load_settings(
+        config_path=ctx.meta.get(_META_CONFIG),
+        database_url=ctx.meta.get(_META_DATABASE),
+    )
+
+
+def configure_logging(*, verbose: bool) -> None:
+    """The CLI's log handler: warnings only, or every step with ``-v``."""
+    root = logging.getLogger("conveyor")
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s: %(message)s" if verbose
+        else "%(levelname)s: %(message)s"
+    ))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+    root.propagate = False
+
+
+def console() -> Console:
+    # Piped output keeps long migration names on one line.
+    return Console(width=None if sys.stdout.isatty() else 160, highlight=False)
