@@ -52,7 +52,8 @@ class MigrationLockTimeout(MigrationError):
 class MigrationFailed(MigrationError):
     """Raised when a migration's ``up()`` or ``down()`` raised.
 
-    ``statement`` is the SQL that failed, when the failure came from the
+    ``reason`` is the error alone, without the file; ``statement`` is the SQL
+    that failed, when the failure came from the
     database, and ``committed`` how many statements before it are known to
     have been committed anyway (only ever non-zero on MySQL and MariaDB, whose
     DDL commits itself).
@@ -63,10 +64,12 @@ class MigrationFailed(MigrationError):
         message: str,
         *,
         migration: str,
+        reason: str,
         statement: str | None = None,
         committed: int = 0,
     ) -> None:
         super().__init__(message)
         self.migration = migration
+        self.reason = reason
         self.statement = statement
         self.committed = committed

@@ -176,7 +176,7 @@ class Executor:
         with self.unit():
             self.repository.fail_attempt(
                 failure.migration,
-                error=str(failure),
+                error=failure.reason,
                 statement=failure.statement,
                 committed=failure.committed,
             )
@@ -214,7 +214,11 @@ class Executor:
         else:
             message += "; nothing of it was kept"
         return MigrationFailed(
-            message, migration=file.name, statement=statement, committed=committed
+            message,
+            migration=file.name,
+            reason=f"{direction}() failed: {reason}",
+            statement=statement,
+            committed=committed,
         )
 
 

@@ -31,7 +31,7 @@ def migration_lock(
     """Hold the migration lock for ``table_name`` for the ``with`` block.
 
     On SQLite the block runs inside the locking transaction, which commits
-    when the block ends and rolls back if it raises.
+    when the block ends, whether or not it raised.
     """
     family = family_of(connection)
     if family == "postgresql":
@@ -111,5 +111,11 @@ def _write_transaction(connection: Connection, timeout: float) -> Iterator[None]
         if "locked" in str(exc.orig):
             raise _timeout_error(timeout) from exc
         raise
-    with transaction:
+    # Commit even when the block raised: each migration ran in a savepoint
+    # that was already rolled back if it failed, so what is left is exactly
+    # what PostgreSQL and MySQL would have committed unit by unit.
+    try:
         yield
+    finally:
+        if transaction.is_active:
+            transaction.commit()

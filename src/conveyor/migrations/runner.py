@@ -10,6 +10,7 @@ checked before the first change, so a bad file leaves the database as it was.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from conveyor.db import connect, family_of
-from conveyor.exceptions import MigrationFileError
+from conveyor.exceptions import MigrationError, MigrationFileError
 from conveyor.migrations.discovery import (
     Discovery,
     MigrationFile,
@@ -26,11 +27,13 @@ from conveyor.migrations.discovery import (
     discover,
 )
 from conveyor.migrations.execution import Executor, Step
-from conveyor.migrations.loader import load_migration_class
+from conveyor.migrations.loader import check_syntax, load_migration_class
 from conveyor.migrations.lock import migration_lock
 from conveyor.migrations.migration import Migration
 from conveyor.migrations.repository import AppliedMigration, MigrationRepository
 from conveyor.migrations.status import Status, build_status
+
+log = logging.getLogger(__name__)
 
 StepListener = Callable[[Step], None]
 
@@ -129,6 +132,12 @@ class Migrator:
     @contextmanager
     def _locked(self, *, pretend: bool = False) -> Iterator[_Run]:
         discovery = discover(self.folder)
+        for path in discovery.skipped:
+            log.warning(
+                "%s: skipped, not named like a migration "
+                "(YYYY_MM_DD_HHMMSS_snake_case_name.py)", path,
+                extra={"event": "migration_file_skipped"},
+            )
         with connect(self.engine, read_only=pretend) as connection:
             family = family_of(connection)
             repository = MigrationRepository(connection, self.table)
@@ -146,6 +155,18 @@ class Migrator:
                 executor.checkpoint()
                 yield _Run(connection, repository, executor, discovery)
                 executor.checkpoint()
+
+    def _warn_about_broken_pending(self, run: _Run) -> None:
+        """Name the pending files a rollback leaves alone but the next
+        migrate would stop at, so the user hears of them now."""
+        done = {row.migration for row in run.applied()}
+        for file in run.discovery.files:
+            if file.name in done:
+                continue
+            try:
+                check_syntax(file)
+            except MigrationError as exc:
+                log.warning("%s", exc, extra={"event": "migration_file_broken"})
 
     def _migrate(self, run: _Run, *, step: bool = False) -> list[Step]:
         pending = _pending(run.discovery, run.applied())
@@ -175,6 +196,7 @@ class Migrator:
         force: bool,
         pretend: bool = False,
     ) -> list[Step]:
+        self._warn_about_broken_pending(run)
         files = run.discovery.by_name()
         missing = [t.migration for t in targets if t.migration not in files]
         if missing and not force:

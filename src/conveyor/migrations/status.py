@@ -10,7 +10,7 @@ from typing import Literal
 from conveyor.exceptions import MigrationFileError
 from conveyor.migrations.discovery import Discovery
 from conveyor.migrations.loader import check_syntax
-from conveyor.migrations.repository import MigrationRepository
+from conveyor.migrations.repository import Attempt, MigrationRepository
 
 State = Literal["ran", "pending", "missing", "failed", "running"]
 
@@ -76,7 +76,7 @@ def build_status(discovery: Discovery, repository: MigrationRepository) -> Statu
         if attempt is None:
             rows.append(StatusRow(migration=name, state="pending"))
         else:
-            detail = attempt.error if attempt.state == "failed" else (
+            detail = _failure_detail(attempt) if attempt.state == "failed" else (
                 f"started {attempt.started_at:%Y-%m-%d %H:%M:%S} UTC and never "
                 "finished (still running, or its process died)"
                 if attempt.started_at else "started and never finished"
@@ -84,6 +84,16 @@ def build_status(discovery: Discovery, repository: MigrationRepository) -> Statu
             state: State = "failed" if attempt.state == "failed" else "running"
             rows.append(StatusRow(migration=name, state=state, detail=detail))
     return Status(tuple(rows), tuple(problems), discovery.folder_exists)
+
+
+def _failure_detail(attempt: Attempt) -> str:
+    detail = attempt.error or "failed"
+    if attempt.committed:
+        detail += (
+            f"; {attempt.committed} statement(s) before it stayed committed "
+            "and must be undone by hand"
+        )
+    return detail
 
 
 def _skipped(name: str) -> str:
