@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from alembic.operations import Operations
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
@@ -117,6 +115,9 @@ class Executor:
     ) -> Step:
         """The SQL ``direction`` would run, written by Alembic's offline mode
         and our own ``Database``; nothing reaches the database."""
+        from alembic.operations import Operations
+        from alembic.runtime.migration import MigrationContext
+
         output = io.StringIO()
         dialect = self.connection.dialect
         context = MigrationContext.configure(
@@ -165,6 +166,9 @@ class Executor:
             raise failure from exc
 
     def _instantiate(self, file: MigrationFile, cls: type[Migration]) -> Migration:
+        from alembic.operations import Operations
+        from alembic.runtime.migration import MigrationContext
+
         return cls(
             db=Database(self.connection, dialect=self.connection.dialect,
                         folder=file.path.parent),

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from alembic.operations import Operations
 from sqlalchemy.engine import Connection, CursorResult
 
 from conveyor.migrations.script import split_statements
+
+if TYPE_CHECKING:
+    # Alembic is imported only when a migration runs, which keeps status fast.
+    from alembic.operations import Operations
 
 Params = Mapping[str, Any] | Sequence[Mapping[str, Any]]
 
