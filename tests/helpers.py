@@ -54,8 +54,13 @@ class Outcome:
         return self.stdout + self.stderr
 
 
-def run_cli(args: list[str], *, cwd: Path, database_url: str | None = None,
-            input: str | None = None) -> Outcome:
+def run_cli(
+    args: list[str],
+    *,
+    cwd: Path,
+    database_url: str | None = None,
+    input: str | None = None,
+) -> Outcome:
     """Run ``conveyor ARGS`` in-process from ``cwd``, as a user would."""
     if database_url is not None:
         args = [*args, "--database", database_url]
@@ -68,12 +73,16 @@ def run_cli(args: list[str], *, cwd: Path, database_url: str | None = None,
     return Outcome(result.exit_code, result.stdout, result.stderr)
 
 
-def run_process(args: list[str], *, cwd: Path, database_url: str | None = None,
-                timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_process(
+    args: list[str], *, cwd: Path, database_url: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m conveyor ARGS`` in a child process."""
     if database_url is not None:
         args = [*args, "--database", database_url]
     return subprocess.run(
         [sys.executable, "-m", "conveyor", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )

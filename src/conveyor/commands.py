@@ -12,7 +12,7 @@ from conveyor.migrations.runner import Migrator, StepListener
 
 __all__ = ["init_project", "make_migration", "open_migrator"]
 
-_CONFIG_TEMPLATE = '''\
+_CONFIG_TEMPLATE = """\
 # Conveyor settings. Every key is optional; the values below are the defaults.
 # CONVEYOR_DATABASE_URL in the environment overrides database_url, and
 # --database URL on any command overrides both.
@@ -36,7 +36,7 @@ lock_timeout = 60
 
 [queue]
 # Settings of the queue go here.
-'''
+"""
 
 
 def init_project(folder: Path) -> list[Path]:

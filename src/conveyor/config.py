@@ -164,4 +164,3 @@ def _number(raw: Mapping[str, Any], key: str, default: float, where: str) -> flo
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise ConfigError(f"{where}: '{key}' must be a number of seconds, 0 or more")
     return float(value)
-

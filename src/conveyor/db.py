@@ -55,9 +55,10 @@ def describe(url: URL | str) -> str:
     """The URL with its password hidden, for messages and logs."""
     if isinstance(url, str):
         try:
-            url = sa.make_url(url)
+            parsed = sa.make_url(url)
         except ArgumentError:
             return url
+        return parsed.render_as_string(hide_password=True)
     return url.render_as_string(hide_password=True)
 
 
@@ -101,8 +102,7 @@ def _require_driver(url: URL) -> None:
         module, extra = _DRIVER_PACKAGES[driver]
         if importlib.util.find_spec(module) is None:
             raise ConfigError(
-                f"{describe(url)} needs the {module} driver: "
-                f"pip install '{extra}'"
+                f"{describe(url)} needs the {module} driver: pip install '{extra}'"
             )
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+
 from conftest import table_names
 from helpers import run_process, table_migration, write_migration
 
@@ -51,7 +52,10 @@ SETTINGS_TABLE = """
 def spawn(args: list[str], cwd: Path, database_url: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "conveyor", *args, "--database", database_url],
-        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         start_new_session=True,
     )
 
@@ -82,7 +86,9 @@ def test_two_migrate_runs_at_once_apply_each_migration_once(
             rows = connection.execute(sa.text("SELECT COUNT(*) FROM migrations"))
             assert rows.scalar() == 3
 
-        reset = run_process(["migrate", "reset"], cwd=tmp_path, database_url=database_url)
+        reset = run_process(
+            ["migrate", "reset"], cwd=tmp_path, database_url=database_url
+        )
         assert reset.returncode == 0, reset.stderr
 
 
@@ -167,18 +173,28 @@ def test_errors_are_one_line_without_traceback(
     tmp_path: Path, database_url: str
 ) -> None:
     cases = [
-        (["migrate", "--database", "postgresql://nobody@127.0.0.1:1/none"],
-         "error: cannot connect to postgresql+psycopg://nobody@127.0.0.1:1/none: "),
-        (["migrate", "--database", "nonsense"], "error: invalid database URL 'nonsense'"),
-        (["migrate", "--database", "oracle://u@h/db"],
-         "error: unsupported database URL 'oracle://u@h/db'"),
+        (
+            ["migrate", "--database", "postgresql://nobody@127.0.0.1:1/none"],
+            "error: cannot connect to postgresql+psycopg://nobody@127.0.0.1:1/none: ",
+        ),
+        (
+            ["migrate", "--database", "nonsense"],
+            "error: invalid database URL 'nonsense'",
+        ),
+        (
+            ["migrate", "--database", "oracle://u@h/db"],
+            "error: unsupported database URL 'oracle://u@h/db'",
+        ),
         (["migrate", "--config", "missing.toml"], "error: missing.toml: settings file"),
         (["migrate", "make", "BadName"], "error: migration name 'BadName' must be"),
     ]
     for args, expected in cases:
         result = subprocess.run(
             [sys.executable, "-m", "conveyor", *args],
-            cwd=tmp_path, capture_output=True, text=True, timeout=60,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert result.returncode == 1, args
         assert result.stderr.startswith(expected), (args, result.stderr)
@@ -199,7 +215,9 @@ def test_verbose_shows_the_traceback(tmp_path: Path, database_url: str) -> None:
 
 
 @pytest.mark.databases("sqlite")
-def test_unknown_option_and_bad_settings_file(tmp_path: Path, database_url: str) -> None:
+def test_unknown_option_and_bad_settings_file(
+    tmp_path: Path, database_url: str
+) -> None:
     unknown = run_process(["migrate", "--bogus"], cwd=tmp_path)
     assert unknown.returncode == 2
     assert "No such option '--bogus'" in unknown.stderr

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+
 from helpers import run_cli
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "chinook"
@@ -68,7 +69,11 @@ def row_counts(engine: sa.Engine, database: str) -> dict[str, int]:
 
 
 def read_value(
-    engine: sa.Engine, database: str, table: str, key: str, key_value: int,
+    engine: sa.Engine,
+    database: str,
+    table: str,
+    key: str,
+    key_value: int,
     column: str,
 ) -> str:
     name = chinook_name
@@ -136,9 +141,7 @@ def test_chinook_example_migrates_rolls_back_and_resets(
 ) -> None:
     # A copy, so the SQLite file and __pycache__ never land in the repository.
     app = tmp_path / "chinook"
-    shutil.copytree(
-        EXAMPLE, app, ignore=shutil.ignore_patterns("__pycache__", "*.db*")
-    )
+    shutil.copytree(EXAMPLE, app, ignore=shutil.ignore_patterns("__pycache__", "*.db*"))
 
     def cli(*args: str) -> str:
         result = run_cli(list(args), cwd=app, database_url=database_url)
@@ -165,7 +168,9 @@ def test_chinook_example_migrates_rolls_back_and_resets(
     assert steps(cli("migrate", "--step"), "DONE") == list(MIGRATIONS)
     assert row_counts(engine, database_name) == EXPECTED_ROWS
     assert status(app, database_url) == {
-        SCHEMA: ("1", "Ran"), DATA: ("2", "Ran"), POPULARITY: ("3", "Ran"),
+        SCHEMA: ("1", "Ran"),
+        DATA: ("2", "Ran"),
+        POPULARITY: ("3", "Ran"),
     }
 
     # Now rollback undoes the last batch only: the column and index go, the
@@ -179,9 +184,7 @@ def test_chinook_example_migrates_rolls_back_and_resets(
     assert popularity_state(engine, database_name) == (True, True)
     assert status(app, database_url)[POPULARITY] == ("3", "Ran")
 
-    assert steps(cli("migrate", "reset"), "ROLLED BACK") == list(
-        reversed(MIGRATIONS)
-    )
+    assert steps(cli("migrate", "reset"), "ROLLED BACK") == list(reversed(MIGRATIONS))
     assert chinook_tables(engine, database_name) == set()
     # Only bookkeeping is left: MySQL and MariaDB keep migrations_attempts
     # beside migrations.

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import sqlalchemy as sa
+
 from conftest import table_names
 from helpers import run_cli, table_migration, write_migration
 
@@ -37,11 +38,15 @@ def test_migrate_runs_pending_files_in_name_order_as_one_batch(
     assert result.exit_code == 0, result.output
     lines = [line for line in result.stdout.splitlines() if "DONE" in line]
     assert [line.split()[1][18:] for line in lines] == [
-        "create_alpha", "create_beta", "create_gamma",
+        "create_alpha",
+        "create_beta",
+        "create_gamma",
     ]
     assert all(" ms DONE" in line for line in lines)
     assert batches(engine) == [
-        ("create_alpha", 1), ("create_beta", 1), ("create_gamma", 1),
+        ("create_alpha", 1),
+        ("create_beta", 1),
+        ("create_gamma", 1),
     ]
     assert {"alpha", "beta", "gamma", "migrations"} <= table_names(engine)
 
@@ -73,7 +78,10 @@ def test_pretend_prints_sql_and_changes_nothing(
     tmp_path: Path, database_url: str, engine: sa.Engine
 ) -> None:
     make_app(tmp_path, ["alpha"])
-    write_migration(tmp_path / "migrations", "2024_01_01_000009_seed_alpha", """
+    write_migration(
+        tmp_path / "migrations",
+        "2024_01_01_000009_seed_alpha",
+        """
         from conveyor import Migration
 
         class SeedAlpha(Migration):
@@ -85,7 +93,8 @@ def test_pretend_prints_sql_and_changes_nothing(
 
             def down(self):
                 self.db.execute("DELETE FROM alpha")
-    """)
+    """,
+    )
 
     result = run_cli(["migrate", "--pretend"], cwd=tmp_path, database_url=database_url)
 
@@ -106,7 +115,8 @@ def test_status_lists_ran_and_pending_with_batches(
 
     assert result.exit_code == 0, result.output
     rows = {
-        line.split()[0][18:]: line for line in result.stdout.splitlines()
+        line.split()[0][18:]: line
+        for line in result.stdout.splitlines()
         if line.strip().startswith("2024_")
     }
     assert "│     1 │ Ran" in rows["create_alpha"]
@@ -126,8 +136,11 @@ def test_status_flags_a_file_edited_after_it_ran(
 
     result = run_cli(["migrate", "status"], cwd=tmp_path, database_url=database_url)
 
-    lines = {line.split()[0][18:]: line for line in result.stdout.splitlines()
-             if line.strip().startswith("2024_")}
+    lines = {
+        line.split()[0][18:]: line
+        for line in result.stdout.splitlines()
+        if line.strip().startswith("2024_")
+    }
     assert "edited since it ran" in lines["create_beta"]
     assert "edited" not in lines["create_alpha"]
 
@@ -144,7 +157,8 @@ def test_rollback_undoes_the_last_batch_then_steps_count_files(
     result = run_cli(["migrate", "rollback"], cwd=tmp_path, database_url=database_url)
     assert result.exit_code == 0, result.output
     assert [line.split()[2][18:] for line in result.stdout.splitlines()] == [
-        "create_b2", "create_b1",
+        "create_b2",
+        "create_b1",
     ]
     assert batches(engine) == [("create_a1", 1), ("create_a2", 1), ("create_a3", 1)]
     assert not {"b1", "b2"} & table_names(engine)
@@ -157,7 +171,10 @@ def test_rollback_undoes_the_last_batch_then_steps_count_files(
     )
     assert result.exit_code == 0, result.output
     assert [m for m, _ in batches(engine)] == [
-        "create_a1", "create_a2", "create_a3", "create_b1",
+        "create_a1",
+        "create_a2",
+        "create_a3",
+        "create_b1",
     ]
     assert "b2" not in table_names(engine)
 
@@ -265,7 +282,10 @@ def test_raw_sql_and_scripts_reach_the_database(
         "INSERT INTO notes (id, name) VALUES (3, 'Zoë: café');\n",
         encoding="utf-8",
     )
-    write_migration(folder, "2024_01_01_000005_seed_notes", """
+    write_migration(
+        folder,
+        "2024_01_01_000005_seed_notes",
+        """
         from conveyor import Migration
 
         class SeedNotes(Migration):
@@ -283,7 +303,8 @@ def test_raw_sql_and_scripts_reach_the_database(
 
             def down(self):
                 self.db.execute("DELETE FROM notes")
-    """)
+    """,
+    )
 
     result = run_cli(["migrate"], cwd=tmp_path, database_url=database_url)
 
@@ -292,7 +313,11 @@ def test_raw_sql_and_scripts_reach_the_database(
         names = dict(connection.execute(sa.text("SELECT id, name FROM notes")).all())
     family = engine.dialect.name.replace("mariadb", "mysql")
     assert names == {
-        1: "a;b", 2: "100% sure", 3: "Zoë: café", 4: "four", 5: "five",
+        1: "a;b",
+        2: "100% sure",
+        3: "Zoë: café",
+        4: "four",
+        5: "five",
         6: f"{family}:5",
     }
 
@@ -301,7 +326,10 @@ def test_batch_alter_table_works_everywhere(
     tmp_path: Path, database_url: str, engine: sa.Engine
 ) -> None:
     folder = make_app(tmp_path, ["people"])
-    write_migration(folder, "2024_01_01_000005_add_email_to_people_table", """
+    write_migration(
+        folder,
+        "2024_01_01_000005_add_email_to_people_table",
+        """
         import sqlalchemy as sa
         from conveyor import Migration
 
@@ -315,7 +343,8 @@ def test_batch_alter_table_works_everywhere(
                 with self.schema.batch_alter_table("people") as table:
                     table.drop_index("ix_people_email")
                     table.drop_column("email")
-    """)
+    """,
+    )
 
     assert run_cli(["migrate"], cwd=tmp_path, database_url=database_url).exit_code == 0
     columns = {c["name"] for c in sa.inspect(engine).get_columns("people")}

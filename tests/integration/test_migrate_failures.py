@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+
 from conftest import table_names
 from helpers import run_cli, table_migration, write_migration
 
@@ -110,7 +111,10 @@ def test_a_failure_stops_the_run_and_keeps_earlier_migrations(
 def test_python_error_in_up_names_the_file_and_line(
     tmp_path: Path, database_url: str, engine: sa.Engine
 ) -> None:
-    path = write_migration(tmp_path / "migrations", "2024_01_01_000000_oops", """
+    path = write_migration(
+        tmp_path / "migrations",
+        "2024_01_01_000000_oops",
+        """
         from conveyor import Migration
 
         class Oops(Migration):
@@ -120,7 +124,8 @@ def test_python_error_in_up_names_the_file_and_line(
 
             def down(self):
                 pass
-    """)
+    """,
+    )
 
     result = run_cli(["migrate"], cwd=tmp_path, database_url=database_url)
 
@@ -174,13 +179,17 @@ def test_broken_and_stray_files(
     folder = tmp_path / "migrations"
     write_migration(folder, "2024_01_01_000000_create_good", table_migration("good"))
     run_cli(["migrate"], cwd=tmp_path, database_url=database_url)
-    broken = write_migration(folder, "2024_06_01_000000_broken", """
+    broken = write_migration(
+        folder,
+        "2024_06_01_000000_broken",
+        """
         from conveyor import Migration
 
         class Broken(Migration):
             def up(self)
                 pass
-    """)
+    """,
+    )
     (folder / "notes.txt").write_text("not a migration")
     write_migration(folder, "2024_bad", table_migration("bad"))
 
@@ -206,8 +215,11 @@ def test_broken_and_stray_files(
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        ("import no_such_module_here\n",
-         ":1: cannot import: ModuleNotFoundError: No module named 'no_such_module_here'"),
+        (
+            "import no_such_module_here\n",
+            ":1: cannot import: ModuleNotFoundError: "
+            "No module named 'no_such_module_here'",
+        ),
         ("x = 1\n", ": defines no migration class (a subclass of conveyor.Migration)"),
         (
             "from conveyor import Migration\n"
@@ -250,8 +262,10 @@ def test_rollback_refuses_when_a_recorded_file_is_gone(
 
     result = run_cli(["migrate", "rollback"], cwd=tmp_path, database_url=database_url)
     assert result.exit_code == 1
-    assert "2024_01_01_000001_create_two.py: recorded as applied but the file is gone" \
+    assert (
+        "2024_01_01_000001_create_two.py: recorded as applied but the file is gone"
         in result.stderr
+    )
     assert len(recorded(engine)) == 3
     assert {"one", "two", "three"} <= table_names(engine)
 
@@ -270,13 +284,17 @@ def test_rollback_refuses_a_migration_without_down(
 ) -> None:
     folder = tmp_path / "migrations"
     write_migration(folder, "2024_01_01_000000_create_one", table_migration("one"))
-    path = write_migration(folder, "2024_01_01_000001_only_up", """
+    path = write_migration(
+        folder,
+        "2024_01_01_000001_only_up",
+        """
         from conveyor import Migration
 
         class OnlyUp(Migration):
             def up(self):
                 self.db.execute("CREATE TABLE only_up (id INTEGER PRIMARY KEY)")
-    """)
+    """,
+    )
     run_cli(["migrate"], cwd=tmp_path, database_url=database_url)
 
     result = run_cli(["migrate", "rollback"], cwd=tmp_path, database_url=database_url)

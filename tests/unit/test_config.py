@@ -22,8 +22,7 @@ def test_defaults_without_any_file(tmp_path: Path) -> None:
 
 def test_file_then_environment_then_option(tmp_path: Path) -> None:
     (tmp_path / "conveyor.toml").write_text(
-        'database_url = "sqlite:///from-file.db"\n'
-        'migrations = "db/migrations"\n'
+        'database_url = "sqlite:///from-file.db"\nmigrations = "db/migrations"\n'
     )
     from_file = load_settings(cwd=tmp_path, environ={})
     from_env = load_settings(

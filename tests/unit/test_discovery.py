@@ -33,10 +33,14 @@ def test_files_in_name_order_and_strays_skipped(tmp_path: Path) -> None:
     found = discover(tmp_path)
 
     assert [f.name for f in found.files] == [
-        "2023_12_31_235959_first", "2024_05_01_120000_a", "2024_05_01_120000_b",
+        "2023_12_31_235959_first",
+        "2024_05_01_120000_a",
+        "2024_05_01_120000_b",
     ]
     assert sorted(p.name for p in found.skipped) == [
-        "2024_01_01_000000_Upper.py", "2024_bad.py", "notes.txt",
+        "2024_01_01_000000_Upper.py",
+        "2024_bad.py",
+        "notes.txt",
     ]
 
 

@@ -48,7 +48,9 @@ def test_makes_within_one_second_keep_their_order(tmp_path: Path) -> None:
     paths = [make_migration(tmp_path, name, now=NOON) for name in names]
 
     assert [p.name[:17] for p in paths] == [
-        "2024_03_01_120000", "2024_03_01_120001", "2024_03_01_120002",
+        "2024_03_01_120000",
+        "2024_03_01_120001",
+        "2024_03_01_120002",
     ]
     assert [f.description for f in discover(tmp_path).files] == names
 

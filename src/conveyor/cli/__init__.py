@@ -39,8 +39,12 @@ class ConveyorGroup(click.Group):
             _fail(ctx, f"{exc.filename or 'file'}: {exc.strerror or exc}", exc)
         except Exception as exc:
             # A bug of ours: still one line, with the traceback under -v.
-            _fail(ctx, f"unexpected {type(exc).__name__}: {exc} (run with -v for "
-                  "the traceback)", exc)
+            _fail(
+                ctx,
+                f"unexpected {type(exc).__name__}: {exc} (run with -v for "
+                "the traceback)",
+                exc,
+            )
 
 
 def _fail(ctx: click.Context, message: str, exc: BaseException) -> None:
@@ -50,7 +54,9 @@ def _fail(ctx: click.Context, message: str, exc: BaseException) -> None:
     ctx.exit(1)
 
 
-@click.group(cls=ConveyorGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=ConveyorGroup, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.version_option(__version__, prog_name="conveyor")
 def main() -> None:
     """Background jobs and database migrations for Python applications."""

@@ -25,7 +25,9 @@ _STATE_LABELS = {
 
 def _lock_timeout_option(command: Any) -> Any:
     return click.option(
-        "--lock-timeout", type=click.FloatRange(min=0), metavar="SECONDS",
+        "--lock-timeout",
+        type=click.FloatRange(min=0),
+        metavar="SECONDS",
         help="How long to wait for another run's lock (default 60, or "
         "[migrations] lock_timeout).",
     )(command)
@@ -130,11 +132,15 @@ def _render_status(status: Status, migrator: Migrator) -> None:
 
 @migrate.command("rollback")
 @click.option(
-    "--step", "steps", type=click.IntRange(min=1), metavar="N",
+    "--step",
+    "steps",
+    type=click.IntRange(min=1),
+    metavar="N",
     help="Undo the last N migrations, newest first, whatever their batches.",
 )
 @click.option(
-    "--force", is_flag=True,
+    "--force",
+    is_flag=True,
     help="Forget a recorded migration whose file is gone instead of stopping.",
 )
 @click.option("--pretend", is_flag=True, help="Print the SQL; change nothing.")
@@ -142,7 +148,10 @@ def _render_status(status: Status, migrator: Migrator) -> None:
 @common_options
 @click.pass_context
 def rollback_command(
-    ctx: click.Context, steps: int | None, force: bool, pretend: bool,
+    ctx: click.Context,
+    steps: int | None,
+    force: bool,
+    pretend: bool,
     lock_timeout: float | None,
 ) -> None:
     """Undo the last batch of migrations (or the last N with --step)."""
@@ -169,7 +178,10 @@ def reset_command(
 
 @migrate.command("refresh")
 @click.option(
-    "--step", "steps", type=click.IntRange(min=1), metavar="N",
+    "--step",
+    "steps",
+    type=click.IntRange(min=1),
+    metavar="N",
     help="Roll back only the last N migrations before migrating again.",
 )
 @click.option("--force", is_flag=True, help="Forget migrations whose file is gone.")

@@ -37,17 +37,26 @@ def common_options(command: F) -> F:
     """``--config``, ``--database`` and ``-v``, accepted by every command."""
     decorators = [
         click.option(
-            "--config", "config_path", type=click.Path(path_type=Path),
-            expose_value=False, callback=_remember(_META_CONFIG),
+            "--config",
+            "config_path",
+            type=click.Path(path_type=Path),
+            expose_value=False,
+            callback=_remember(_META_CONFIG),
             help="Settings file (default: ./conveyor.toml or ./pyproject.toml).",
         ),
         click.option(
-            "--database", "database_url", metavar="URL", expose_value=False,
+            "--database",
+            "database_url",
+            metavar="URL",
+            expose_value=False,
             callback=_remember(_META_DATABASE),
             help="Database URL; overrides the settings and CONVEYOR_DATABASE_URL.",
         ),
         click.option(
-            "-v", "--verbose", is_flag=True, expose_value=False,
+            "-v",
+            "--verbose",
+            is_flag=True,
+            expose_value=False,
             callback=_remember(VERBOSE),
             help="Log each step, and show tracebacks on errors.",
         ),
@@ -70,10 +79,13 @@ def configure_logging(*, verbose: bool) -> None:
     for handler in list(root.handlers):
         root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(
-        "%(asctime)s %(levelname)s %(name)s: %(message)s" if verbose
-        else "%(levelname)s: %(message)s"
-    ))
+    handler.setFormatter(
+        logging.Formatter(
+            "%(asctime)s %(levelname)s %(name)s: %(message)s"
+            if verbose
+            else "%(levelname)s: %(message)s"
+        )
+    )
     root.addHandler(handler)
     root.setLevel(logging.INFO if verbose else logging.WARNING)
     root.propagate = False

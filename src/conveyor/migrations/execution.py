@@ -80,13 +80,18 @@ class Executor:
 
     def apply(self, file: MigrationFile, cls: type[Migration], batch: int) -> Step:
         started = time.perf_counter()
-        self._run(file, cls, "up", lambda: self.repository.record(
-            file.name, batch, file.checksum
-        ))
+        self._run(
+            file,
+            cls,
+            "up",
+            lambda: self.repository.record(file.name, batch, file.checksum),
+        )
         step = Step(file.name, "up", batch, time.perf_counter() - started)
         log.info(
             "migration %s applied in batch %d (%.3f s)",
-            file.name, batch, step.seconds,
+            file.name,
+            batch,
+            step.seconds,
             extra={"event": "migration_applied"},
         )
         return step
@@ -96,7 +101,9 @@ class Executor:
         self._run(file, cls, "down", lambda: self.repository.remove(file.name))
         step = Step(file.name, "down", batch, time.perf_counter() - started)
         log.info(
-            "migration %s rolled back (%.3f s)", file.name, step.seconds,
+            "migration %s rolled back (%.3f s)",
+            file.name,
+            step.seconds,
             extra={"event": "migration_rolled_back"},
         )
         return step
@@ -106,7 +113,8 @@ class Executor:
             self.repository.remove(migration)
         log.warning(
             "migration %s forgotten without running down(): its file is gone",
-            migration, extra={"event": "migration_forgotten"},
+            migration,
+            extra={"event": "migration_forgotten"},
         )
         return Step(migration, "down", batch, 0.0, forgotten=True)
 
@@ -124,8 +132,9 @@ class Executor:
             dialect=dialect, opts={"as_sql": True, "output_buffer": output}
         )
         migration = cls(
-            db=Database(None, dialect=dialect, folder=file.path.parent,
-                        pretend_output=output),
+            db=Database(
+                None, dialect=dialect, folder=file.path.parent, pretend_output=output
+            ),
             schema=Operations(context),
             dialect=self.family,
         )
@@ -135,14 +144,20 @@ class Executor:
         except Exception as exc:
             raise self._failure(file, direction, exc, [], pretend=True) from exc
         return Step(
-            file.name, direction, None, time.perf_counter() - started,
+            file.name,
+            direction,
+            None,
+            time.perf_counter() - started,
             sql=output.getvalue().strip(),
         )
 
     # -- running for real ---------------------------------------------------
 
     def _run(
-        self, file: MigrationFile, cls: type[Migration], direction: Direction,
+        self,
+        file: MigrationFile,
+        cls: type[Migration],
+        direction: Direction,
         record: Any,
     ) -> None:
         tracks_attempts = self.family == "mysql"
@@ -170,8 +185,11 @@ class Executor:
         from alembic.runtime.migration import MigrationContext
 
         return cls(
-            db=Database(self.connection, dialect=self.connection.dialect,
-                        folder=file.path.parent),
+            db=Database(
+                self.connection,
+                dialect=self.connection.dialect,
+                folder=file.path.parent,
+            ),
             schema=Operations(MigrationContext.configure(connection=self.connection)),
             dialect=self.family,
         )
@@ -186,8 +204,13 @@ class Executor:
             )
 
     def _failure(
-        self, file: MigrationFile, direction: Direction, exc: Exception,
-        statements: list[str], *, pretend: bool = False,
+        self,
+        file: MigrationFile,
+        direction: Direction,
+        exc: Exception,
+        statements: list[str],
+        *,
+        pretend: bool = False,
     ) -> MigrationFailed:
         """One line naming the file, the error and, for a database error, the
         statement; on MySQL also what stayed committed."""

@@ -90,7 +90,9 @@ def _named_lock(connection: Connection, name: str, timeout: float) -> Iterator[N
         _release(connection, sa.text("SELECT RELEASE_LOCK(:name)"), name=name)
 
 
-def _release(connection: Connection, statement: sa.TextClause, **params: object) -> None:
+def _release(
+    connection: Connection, statement: sa.TextClause, **params: object
+) -> None:
     if connection.in_transaction():
         connection.rollback()
     connection.execute(statement, params)

@@ -98,16 +98,16 @@ class MigrationRepository:
     def check_shape(self) -> None:
         """Refuse a table of the same name that is not ours, such as
         CodeIgniter 3's one-row ``version`` table."""
-        columns = {c["name"] for c in sa.inspect(self.connection).get_columns(
-            self.table_name
-        )}
+        columns = {
+            c["name"] for c in sa.inspect(self.connection).get_columns(self.table_name)
+        }
         missing = _REQUIRED_COLUMNS - columns
         if missing:
             raise MigrationTableError(
                 f"table '{self.table_name}' exists but is not a Conveyor "
                 f"migrations table (it has {', '.join(sorted(columns))}; "
                 f"missing {', '.join(sorted(missing))}); set "
-                "[migrations] table = \"...\" in conveyor.toml to use another name"
+                '[migrations] table = "..." in conveyor.toml to use another name'
             )
 
     def has_attempts_table(self) -> bool:

@@ -9,8 +9,8 @@ checked before the first change, so a bad file leaves the database as it was.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
 import logging
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,7 +135,8 @@ class Migrator:
         for path in discovery.skipped:
             log.warning(
                 "%s: skipped, not named like a migration "
-                "(YYYY_MM_DD_HHMMSS_snake_case_name.py)", path,
+                "(YYYY_MM_DD_HHMMSS_snake_case_name.py)",
+                path,
                 extra={"event": "migration_file_skipped"},
             )
         with connect(self.engine, read_only=pretend) as connection:
@@ -216,13 +217,13 @@ class Migrator:
 
         steps = []
         for target in targets:
-            file = files.get(target.migration)
-            if file is None:
+            found = files.get(target.migration)
+            if found is None:
                 step = run.executor.forget(target.migration, target.batch)
             elif pretend:
-                step = run.executor.pretend(file, classes[file], "down")
+                step = run.executor.pretend(found, classes[found], "down")
             else:
-                step = run.executor.revert(file, classes[file], target.batch)
+                step = run.executor.revert(found, classes[found], target.batch)
             steps.append(self._report(step))
         return steps
 

@@ -25,7 +25,8 @@ def first_keyword(statement: str) -> str | None:
 
     The lexer is lazy, so this reads only the start of a long statement.
     """
-    for ttype, value in sqlparse.lexer.tokenize(statement):
+    tokens = sqlparse.lexer.tokenize(statement)  # type: ignore[no-untyped-call]
+    for ttype, value in tokens:
         if ttype in T.Whitespace or ttype in T.Comment or ttype is T.Newline:
             continue
         return str(value).upper()

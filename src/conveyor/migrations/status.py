@@ -55,17 +55,19 @@ def build_status(discovery: Discovery, repository: MigrationRepository) -> Statu
     for name in sorted(set(files) | set(applied)):
         record, file = applied.get(name), files.get(name)
         if record is not None:
-            rows.append(StatusRow(
-                migration=name,
-                state="ran" if file is not None else "missing",
-                batch=record.batch,
-                applied_at=record.applied_at,
-                edited=(
-                    file is not None
-                    and record.checksum is not None
-                    and record.checksum != file.checksum
-                ),
-            ))
+            rows.append(
+                StatusRow(
+                    migration=name,
+                    state="ran" if file is not None else "missing",
+                    batch=record.batch,
+                    applied_at=record.applied_at,
+                    edited=(
+                        file is not None
+                        and record.checksum is not None
+                        and record.checksum != file.checksum
+                    ),
+                )
+            )
             continue
         assert file is not None
         try:
@@ -76,10 +78,15 @@ def build_status(discovery: Discovery, repository: MigrationRepository) -> Statu
         if attempt is None:
             rows.append(StatusRow(migration=name, state="pending"))
         else:
-            detail = _failure_detail(attempt) if attempt.state == "failed" else (
-                f"started {attempt.started_at:%Y-%m-%d %H:%M:%S} UTC and never "
-                "finished (still running, or its process died)"
-                if attempt.started_at else "started and never finished"
+            detail = (
+                _failure_detail(attempt)
+                if attempt.state == "failed"
+                else (
+                    f"started {attempt.started_at:%Y-%m-%d %H:%M:%S} UTC and never "
+                    "finished (still running, or its process died)"
+                    if attempt.started_at
+                    else "started and never finished"
+                )
             )
             state: State = "failed" if attempt.state == "failed" else "running"
             rows.append(StatusRow(migration=name, state=state, detail=detail))
