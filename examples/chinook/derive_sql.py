@@ -25,6 +25,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+# The splitter execute_script uses, so the checks below see the statements
+# exactly as the migrations will run them.
 from conveyor.migrations.script import first_keyword, split_statements
 
 HERE = Path(__file__).resolve().parent
@@ -141,9 +143,7 @@ def _header(source: Path, credit: str) -> str:
     )
 
 
-def _check_statements(
-    script: str, allowed: set[str], source: Path, kind: str
-) -> None:
+def _check_statements(script: str, allowed: set[str], source: Path, kind: str) -> None:
     for statement in split_statements(script):
         keyword = first_keyword(statement)
         if keyword not in allowed:
@@ -153,7 +153,9 @@ def _check_statements(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
     parser.add_argument(
         "--check", action="store_true", help="compare instead of writing"
