@@ -357,3 +357,51 @@ def test_batch_alter_table_works_everywhere(
     engine.dispose()
     columns = {c["name"] for c in sa.inspect(engine).get_columns("people")}
     assert "email" not in columns
+
+
+def test_rollback_pretend_prints_down_sql_and_changes_nothing(
+    tmp_path: Path, database_url: str, engine: sa.Engine
+) -> None:
+    make_app(tmp_path, ["alpha", "beta"])
+    run_cli(["migrate"], cwd=tmp_path, database_url=database_url)
+
+    result = run_cli(
+        ["migrate", "rollback", "--pretend"], cwd=tmp_path, database_url=database_url
+    )
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.index("DROP TABLE beta") < result.stdout.index(
+        "DROP TABLE alpha"
+    )
+    assert {"alpha", "beta"} <= table_names(engine)
+    assert len(batches(engine)) == 2
+
+
+def test_init_then_make_then_migrate(tmp_path: Path, database_url: str) -> None:
+    """The quick start of the README, step by step."""
+    init = run_cli(["init"], cwd=tmp_path)
+    assert init.exit_code == 0
+    assert (tmp_path / "conveyor.toml").is_file()
+    assert (tmp_path / "migrations").is_dir() and (tmp_path / "jobs").is_dir()
+    assert "nothing to do" in run_cli(["init"], cwd=tmp_path).stdout
+
+    made = run_cli(["migrate", "make", "create_users_table"], cwd=tmp_path)
+    assert made.exit_code == 0
+    assert made.stdout.startswith(f"created {tmp_path / 'migrations'}/")
+    again = run_cli(["migrate", "make", "create_users_table"], cwd=tmp_path)
+    assert again.exit_code == 1
+    assert "already exists" in again.stderr
+
+    result = run_cli(["migrate"], cwd=tmp_path, database_url=database_url)
+    assert result.exit_code == 0, result.output
+    assert "create_users_table ... " in result.stdout
+
+
+def test_skipped_files_are_named_by_migrate(tmp_path: Path, database_url: str) -> None:
+    make_app(tmp_path, ["alpha"])
+    (tmp_path / "migrations" / "notes.txt").write_text("todo")
+
+    result = run_cli(["migrate"], cwd=tmp_path, database_url=database_url)
+
+    assert result.exit_code == 0
+    assert "notes.txt: skipped, not named like a migration" in result.stderr

@@ -35,18 +35,25 @@ def migration_lock(
     """
     family = family_of(connection)
     if family == "postgresql":
-        with _advisory_lock(connection, _lock_key(table_name), timeout):
+        # Advisory locks are per database; the schema tells apart two
+        # applications that share one.
+        scope = connection.execute(sa.text("SELECT current_schema()")).scalar()
+        key = _lock_key(f"{scope}.{table_name}")
+        with _advisory_lock(connection, key, timeout):
             yield
     elif family == "mysql":
-        with _named_lock(connection, f"conveyor:{_lock_key(table_name)}", timeout):
+        # GET_LOCK names are server-wide, so the database is part of it.
+        scope = connection.execute(sa.text("SELECT DATABASE()")).scalar()
+        name = f"conveyor:{_lock_key(f'{scope}.{table_name}')}"
+        with _named_lock(connection, name, timeout):
             yield
     else:
         with _write_transaction(connection, timeout):
             yield
 
 
-def _lock_key(table_name: str) -> int:
-    digest = hashlib.sha256(f"conveyor.migrations.{table_name}".encode()).digest()
+def _lock_key(qualified_table: str) -> int:
+    digest = hashlib.sha256(f"conveyor.migrations.{qualified_table}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
