@@ -75,9 +75,13 @@ def discover(folder: Path) -> Discovery:
     files: list[MigrationFile] = []
     skipped: list[Path] = []
     for path in sorted(folder.iterdir()):
+        # Folders are where SQL scripts and helpers live; only files that
+        # look like something else than a migration are worth a warning.
         if path.name.startswith((".", "__")) or path.name in _IGNORED:
             continue
-        if path.is_file() and FILE_PATTERN.match(path.name):
+        if path.is_dir():
+            continue
+        if FILE_PATTERN.match(path.name):
             files.append(MigrationFile(path))
         else:
             skipped.append(path)

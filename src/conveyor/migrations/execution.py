@@ -123,19 +123,15 @@ class Executor:
     ) -> Step:
         """The SQL ``direction`` would run, written by Alembic's offline mode
         and our own ``Database``; nothing reaches the database."""
-        from alembic.operations import Operations
-        from alembic.runtime.migration import MigrationContext
+        from conveyor.migrations.pretend import PretendOperations
 
         output = io.StringIO()
         dialect = self.connection.dialect
-        context = MigrationContext.configure(
-            dialect=dialect, opts={"as_sql": True, "output_buffer": output}
-        )
         migration = cls(
             db=Database(
                 None, dialect=dialect, folder=file.path.parent, pretend_output=output
             ),
-            schema=Operations(context),
+            schema=PretendOperations(self.connection, output),
             dialect=self.family,
         )
         started = time.perf_counter()
@@ -229,7 +225,9 @@ class Executor:
             message += f" [in: {_preview(statement)}]"
 
         committed = 0
-        if self.family == "mysql" and not pretend:
+        if pretend:
+            message += "; nothing ran (--pretend)"
+        elif self.family == "mysql":
             committed = _committed_count(before)
             message += (
                 f"; {committed} earlier statement(s) of this migration were "
