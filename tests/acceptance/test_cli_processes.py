@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import table_names
-from helpers import run_process, table_migration, write_migration
+from helpers import run_cli, run_process, table_migration, write_migration
 
 LOCK_RACE_ROUNDS = int(os.environ.get("CONVEYOR_TEST_LOCK_RACE_ROUNDS", "20"))
 
@@ -86,10 +86,8 @@ def test_two_migrate_runs_at_once_apply_each_migration_once(
             rows = connection.execute(sa.text("SELECT COUNT(*) FROM migrations"))
             assert rows.scalar() == 3
 
-        reset = run_process(
-            ["migrate", "reset"], cwd=tmp_path, database_url=database_url
-        )
-        assert reset.returncode == 0, reset.stderr
+        reset = run_cli(["migrate", "reset"], cwd=tmp_path, database_url=database_url)
+        assert reset.exit_code == 0, reset.output
 
 
 SLOW_MIGRATION = """
