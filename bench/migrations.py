@@ -82,7 +82,7 @@ DEFAULT_POSTGRESQL_URL = "postgresql://postgres@127.0.0.1:5432/test"
 DEFAULT_MYSQL_URL = "mysql://root@127.0.0.1:3306/test"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
-#: The sizes the targets are defined for.
+#: The number of migrations the targets are defined for.
 TARGET_COUNT = 1000
 STATUS_LIMIT_SECONDS = 0.5
 STATUS_MIN_RATIO = 3.0
@@ -151,19 +151,19 @@ def alembic_revision(index: int) -> str:
 
 def alembic_source(index: int) -> str:
     table = table_name(index)
-    previous = repr(alembic_revision(index - 1)) if index > 1 else "None"
+    previous = alembic_revision(index - 1) if index > 1 else None
     return f'''\
 """create {table}
 
 Revision ID: {alembic_revision(index)}
-Revises: {previous if index > 1 else ""}
+Revises: {previous or ""}
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = {alembic_revision(index)!r}
-down_revision = {previous}
+down_revision = {previous!r}
 branch_labels = None
 depends_on = None
 

@@ -7,10 +7,12 @@ from pathlib import Path
 
 from conveyor.config import CONFIG_FILE, Settings
 from conveyor.db import create_engine
+from conveyor.drivers.database import DatabaseStore
+from conveyor.drivers.tables import queue_tables
 from conveyor.migrations.generator import make_migration
 from conveyor.migrations.runner import Migrator, StepListener
 
-__all__ = ["init_project", "make_migration", "open_migrator"]
+__all__ = ["init_project", "make_migration", "open_migrator", "open_store"]
 
 _CONFIG_TEMPLATE = """\
 # Conveyor settings. Every key is optional; the values below are the defaults.
@@ -35,7 +37,11 @@ table = "migrations"
 lock_timeout = 60
 
 [queue]
-# Settings of the queue go here.
+# The queue a push goes to when neither the push nor the job names one.
+default = "default"
+# Seconds after which a job whose worker went silent is handed out again.
+# Must be more than the longest --timeout of your workers.
+retry_after = 90
 """
 
 
@@ -71,4 +77,13 @@ def open_migrator(
         table=settings.migrations.table,
         lock_timeout=timeout,
         on_step=on_step,
+    )
+
+
+def open_store(settings: Settings) -> DatabaseStore:
+    """The job store of the configured database."""
+    return DatabaseStore(
+        create_engine(settings.database_url),
+        queue_tables(settings.queue),
+        retry_after=settings.queue.retry_after,
     )

@@ -33,6 +33,7 @@ CONFIG_FILE = "conveyor.toml"
 
 _TOP_LEVEL_KEYS = {"database_url", "migrations", "jobs", "queue"}
 _MIGRATION_KEYS = {"path", "table", "lock_timeout"}
+_QUEUE_KEYS = {"default", "retry_after", "table", "failed_table", "workers_table"}
 
 
 @dataclass(frozen=True)
@@ -46,15 +47,31 @@ class MigrationSettings:
 
 
 @dataclass(frozen=True)
+class QueueSettings:
+    """The ``[queue]`` table."""
+
+    #: The queue a job goes to when neither the push nor the job names one.
+    default: str = "default"
+    #: Seconds after which a reserved job whose worker went silent is handed
+    #: out again; must exceed every job's timeout.
+    retry_after: int = 90
+    table: str = "jobs"
+    failed_table: str = "failed_jobs"
+    workers_table: str = "job_workers"
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the commands need to know, resolved and validated."""
 
     database_url: str = DEFAULT_DATABASE_URL
     migrations_path: Path = Path("migrations")
-    jobs_path: Path = Path("jobs")
+    #: Where job classes live: folders (relative to ``root``) or packages.
+    jobs: tuple[str, ...] = ("jobs",)
     migrations: MigrationSettings = field(default_factory=MigrationSettings)
-    #: The raw ``[queue]`` table, validated by the queue itself.
-    queue: Mapping[str, Any] = field(default_factory=dict)
+    queue: QueueSettings = field(default_factory=QueueSettings)
+    #: The folder relative paths are taken from.
+    root: Path = Path(".")
     #: The file the settings were read from, if any.
     source: Path | None = None
 
@@ -129,18 +146,42 @@ def settings_from_mapping(
     queue_raw = raw.get("queue", {})
     if not isinstance(queue_raw, dict):
         raise ConfigError(f"{where}: [queue] must be a table")
+    _reject_unknown(queue_raw, _QUEUE_KEYS, f"{where} [queue]")
+    queue_where = f"{where} [queue]"
 
     return Settings(
         database_url=_string(raw, "database_url", DEFAULT_DATABASE_URL, where),
         migrations_path=root / _string(migrations_raw, "path", "migrations", where),
-        jobs_path=root / _string(raw, "jobs", "jobs", where),
+        jobs=_job_sources(raw.get("jobs", "jobs"), where),
         migrations=MigrationSettings(
             table=_string(migrations_raw, "table", "migrations", where),
             lock_timeout=_number(migrations_raw, "lock_timeout", 60.0, where),
         ),
-        queue=dict(queue_raw),
+        queue=QueueSettings(
+            default=_string(queue_raw, "default", "default", queue_where),
+            retry_after=int(_number(queue_raw, "retry_after", 90, queue_where)),
+            table=_string(queue_raw, "table", "jobs", queue_where),
+            failed_table=_string(queue_raw, "failed_table", "failed_jobs", queue_where),
+            workers_table=_string(
+                queue_raw, "workers_table", "job_workers", queue_where
+            ),
+        ),
+        root=root,
         source=source,
     )
+
+
+def _job_sources(value: Any, where: str) -> tuple[str, ...]:
+    values = [value] if isinstance(value, str) else value
+    if (
+        not isinstance(values, list)
+        or not values
+        or not all(isinstance(v, str) and v for v in values)
+    ):
+        raise ConfigError(
+            f"{where}: 'jobs' must be a folder or package name, or a list of them"
+        )
+    return tuple(values)
 
 
 def _reject_unknown(raw: Mapping[str, Any], known: set[str], where: str) -> None:

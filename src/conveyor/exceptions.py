@@ -5,6 +5,10 @@
     ConveyorError                   base; the CLI prints its message as one line
     ├── ConfigError                 a settings file, option or URL that cannot work
     ├── DatabaseError               the database cannot be reached or refused a query
+    ├── QueueError                  anything the queue refuses
+    │   ├── PayloadError            job data JSON cannot hold, or a payload row
+    │   │                           that cannot be read
+    │   └── JobNotFound             a job name no job folder or package defines
     └── MigrationError              anything the migration tool refuses or fails at
         ├── MigrationFileError      a migration file that cannot be used as written
         ├── MigrationTableError     the bookkeeping table has a shape we do not own
@@ -28,6 +32,20 @@ class ConfigError(ConveyorError):
 
 class DatabaseError(ConveyorError):
     """Raised when the database cannot be reached or rejects a query."""
+
+
+class QueueError(ConveyorError):
+    """Base of the errors raised by the queue."""
+
+
+class PayloadError(QueueError):
+    """Raised at push time for data JSON cannot hold (naming the key), and by
+    a worker for a stored payload it cannot read."""
+
+
+class JobNotFound(QueueError):
+    """Raised when a job name is not defined in the configured job folders or
+    packages; the worker never imports anything else."""
 
 
 class MigrationError(ConveyorError):

@@ -15,7 +15,8 @@ def test_defaults_without_any_file(tmp_path: Path) -> None:
 
     assert settings.database_url == "sqlite:///conveyor.db"
     assert settings.migrations_path == tmp_path / "migrations"
-    assert settings.jobs_path == tmp_path / "jobs"
+    assert settings.jobs == ("jobs",)
+    assert settings.root == tmp_path
     assert settings.migrations.table == "migrations"
     assert settings.source is None
 
@@ -82,6 +83,8 @@ def test_pyproject_without_conveyor_table_is_ignored(tmp_path: Path) -> None:
         ("[migrations]\nlock_timeout = -1\n", "'lock_timeout' must be a number"),
         ("database_url = 5\n", "'database_url' must be a non-empty string"),
         ("queue = 3\n", "[queue] must be a table"),
+        ("[queue]\nretry_afer = 5\n", "[queue]: unknown key 'retry_afer'"),
+        ("jobs = []\n", "'jobs' must be a folder or package name"),
     ],
 )
 def test_bad_settings_name_the_file_and_key(
@@ -94,3 +97,17 @@ def test_bad_settings_name_the_file_and_key(
 
     assert str(caught.value).startswith(str(tmp_path / "conveyor.toml"))
     assert message in str(caught.value)
+
+
+def test_queue_table_and_job_sources(tmp_path: Path) -> None:
+    (tmp_path / "conveyor.toml").write_text(
+        'jobs = ["jobs", "myapp.tasks"]\n'
+        '[queue]\nretry_after = 300\ndefault = "mail"\n'
+    )
+
+    settings = load_settings(cwd=tmp_path, environ={})
+
+    assert settings.jobs == ("jobs", "myapp.tasks")
+    assert settings.queue.retry_after == 300
+    assert settings.queue.default == "mail"
+    assert settings.queue.table == "jobs"

@@ -76,6 +76,7 @@ def init_command(folder: Path) -> None:
         click.echo("nothing to do: conveyor.toml, migrations/ and jobs/ exist")
 
 
-from conveyor.cli import migrate_commands  # noqa: E402  (registers commands)
+from conveyor.cli import migrate_commands, queue_commands  # noqa: E402
 
 main.add_command(migrate_commands.migrate)
+main.add_command(queue_commands.queue)

@@ -1,0 +1,387 @@
+"""``conveyor queue ...``: work, push, status, failed, retry, forget, flush,
+clear, restart, workers, table."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from typing import Any
+
+import click
+from rich.table import Table
+
+from conveyor.cli.options import common_options, console, settings_for
+from conveyor.commands import open_store
+from conveyor.failed.store import FailedJobStore
+from conveyor.queue import inspection
+from conveyor.queue.pushing import Queue
+from conveyor.worker.loop import Worker, WorkerOptions
+from conveyor.worker.presence import request_restart
+
+
+@click.group()
+def queue() -> None:
+    """Push jobs, run workers and look after failed jobs."""
+
+
+def _int_list(value: str, option: str) -> tuple[int, ...]:
+    try:
+        numbers = tuple(int(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a list of whole seconds", param_hint=option
+        ) from None
+    if not numbers or any(n < 0 for n in numbers):
+        raise click.BadParameter(
+            f"{value!r}: give seconds, 0 or more", param_hint=option
+        )
+    return numbers
+
+
+class _JsonLines(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        body: dict[str, Any] = {
+            "time": dt.datetime.fromtimestamp(
+                record.created, dt.timezone.utc
+            ).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "message": record.getMessage(),
+        }
+        for key in (
+            "event",
+            "job",
+            "job_id",
+            "queue",
+            "attempt",
+            "duration_ms",
+            "status",
+        ):
+            if hasattr(record, key):
+                body[key] = getattr(record, key)
+        return json.dumps(body, ensure_ascii=False)
+
+
+def _worker_logging(log_format: str) -> None:
+    logger = logging.getLogger("conveyor")
+    logger.setLevel(logging.INFO)
+    for handler in logger.handlers:
+        handler.setFormatter(
+            _JsonLines()
+            if log_format == "json"
+            else logging.Formatter("%(asctime)s %(message)s")
+        )
+
+
+@queue.command("work")
+@click.option(
+    "--queue",
+    "queues",
+    default=None,
+    metavar="Q1,Q2",
+    help="Queues to serve, in priority order (default: [queue] default).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=60,
+    show_default=True,
+    help="Seconds one attempt may run before it is stopped; 0: no limit.",
+)
+@click.option(
+    "--sleep",
+    type=click.FloatRange(min=0),
+    default=3,
+    show_default=True,
+    help="Seconds to wait when every queue is empty.",
+)
+@click.option(
+    "--tries",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Attempts per job; 0: no limit.",
+)
+@click.option(
+    "--backoff",
+    default="0",
+    show_default=True,
+    metavar="S1,S2,...",
+    help="Seconds before each retry; the last value repeats.",
+)
+@click.option(
+    "--max-jobs",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Stop after this many jobs.",
+)
+@click.option(
+    "--max-time",
+    type=click.FloatRange(min=0),
+    default=0,
+    help="Stop after this many seconds.",
+)
+@click.option(
+    "--memory",
+    type=click.IntRange(min=0),
+    default=0,
+    metavar="MB",
+    help="Stop when the job process uses more memory than this.",
+)
+@click.option("--stop-when-empty", is_flag=True, help="Stop when the queues are empty.")
+@click.option("--once", is_flag=True, help="Run at most one job, then stop.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="One line of text, or one JSON object, per job.",
+)
+@common_options
+@click.pass_context
+def work_command(
+    ctx: click.Context,
+    queues: str | None,
+    timeout: float,
+    sleep: float,
+    tries: int,
+    backoff: str,
+    max_jobs: int,
+    max_time: float,
+    memory: int,
+    stop_when_empty: bool,
+    once: bool,
+    log_format: str,
+) -> None:
+    """Run jobs as they arrive, until stopped (SIGTERM: after the current job)."""
+    settings = settings_for(ctx)
+    names = tuple(q.strip() for q in (queues or settings.queue.default).split(","))
+    if not all(names):
+        raise click.BadParameter(
+            f"{queues!r} has an empty queue name", param_hint="--queue"
+        )
+    options = WorkerOptions(
+        queues=names,
+        timeout=timeout,
+        sleep=sleep,
+        tries=tries,
+        backoff=_int_list(backoff, "--backoff"),
+        max_jobs=max_jobs,
+        max_time=max_time,
+        memory=memory,
+        stop_when_empty=stop_when_empty,
+        once=once,
+    )
+    _worker_logging(log_format)
+    Worker(settings, options, open_store(settings)).run()
+
+
+@queue.command("push")
+@click.argument("job")
+@click.option("--data", default="null", metavar="JSON", help="The job's data, as JSON.")
+@click.option("--queue", "queue_name", default=None, help="The queue to push onto.")
+@click.option(
+    "--delay",
+    type=click.FloatRange(min=0),
+    default=0,
+    metavar="SECONDS",
+    help="Do not run it before this many seconds.",
+)
+@common_options
+@click.pass_context
+def push_command(
+    ctx: click.Context, job: str, data: str, queue_name: str | None, delay: float
+) -> None:
+    """Push JOB (a job class name) with --data."""
+    try:
+        value = json.loads(data)
+    except ValueError as exc:
+        raise click.BadParameter(
+            f"not valid JSON: {exc}", param_hint="--data"
+        ) from None
+    client = Queue(settings=settings_for(ctx))
+    job_id = client.later(delay, job, value, queue=queue_name)
+    click.echo(f"pushed {job} as job {job_id}")
+
+
+@queue.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@common_options
+@click.pass_context
+def status_command(ctx: click.Context, as_json: bool) -> None:
+    """Ready, delayed, running and failed jobs per queue; live workers."""
+    store = open_store(settings_for(ctx))
+    counts = inspection.queue_counts(store)
+    workers = inspection.workers(store)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "queues": [vars(c) for c in counts],
+                    "workers": [vars(w) for w in workers],
+                },
+                ensure_ascii=False,
+            )
+        )
+        return
+    table = Table(show_edge=False, header_style="bold")
+    for name in (
+        "Queue",
+        "Ready",
+        "Delayed",
+        "Running",
+        "Expired",
+        "Failed",
+        "Oldest ready",
+    ):
+        table.add_column(name, justify="left" if name == "Queue" else "right")
+    for c in counts:
+        age = "" if c.oldest_ready_age is None else f"{c.oldest_ready_age} s"
+        table.add_row(
+            c.queue,
+            str(c.ready),
+            str(c.delayed),
+            str(c.running),
+            str(c.expired),
+            str(c.failed),
+            age,
+        )
+    if counts:
+        console().print(table)
+    else:
+        click.echo("No jobs.")
+    click.echo(f"{len(workers)} worker(s) running.")
+
+
+@queue.command("workers")
+@common_options
+@click.pass_context
+def workers_command(ctx: click.Context) -> None:
+    """Every worker: host, pid, queues, current job, started, last heartbeat."""
+    rows = inspection.workers(open_store(settings_for(ctx)))
+    if not rows:
+        click.echo("No workers running.")
+        return
+    now = int(time.time())
+    table = Table(show_edge=False, header_style="bold")
+    for name in ("Host", "PID", "Queues", "Current job", "Up", "Last heartbeat"):
+        table.add_column(name)
+    for w in rows:
+        table.add_row(
+            w.host,
+            str(w.pid),
+            w.queues,
+            "" if w.current_job is None else f"#{w.current_job}",
+            f"{now - w.started_at} s",
+            f"{now - w.heartbeat_at} s ago",
+        )
+    console().print(table)
+
+
+@queue.group("failed", invoke_without_command=True)
+@click.option("--queue", "queue_name", default=None, help="Only this queue.")
+@common_options
+@click.pass_context
+def failed_group(ctx: click.Context, queue_name: str | None) -> None:
+    """List failed jobs (see also: failed show ID)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    jobs = FailedJobStore(open_store(settings_for(ctx))).all(queue_name)
+    if not jobs:
+        click.echo("No failed jobs.")
+        return
+    table = Table(show_edge=False, header_style="bold")
+    for name in ("ID", "Queue", "Job", "Failed at", "Error"):
+        table.add_column(name, overflow="fold" if name == "Error" else "ellipsis")
+    for job in jobs:
+        table.add_row(
+            str(job.id), job.queue, job.job, job.failed_at_text, job.error_line
+        )
+    console().print(table)
+
+
+@failed_group.command("show")
+@click.argument("failed_id", type=int)
+@common_options
+@click.pass_context
+def failed_show_command(ctx: click.Context, failed_id: int) -> None:
+    """Print a failed job's payload and trace."""
+    job = FailedJobStore(open_store(settings_for(ctx))).find(failed_id)
+    click.echo(f"id:        {job.id}\nuuid:      {job.uuid}\nqueue:     {job.queue}")
+    click.echo(f"job:       {job.job}\nfailed at: {job.failed_at_text}")
+    click.echo(f"payload:   {job.payload}\n\n{job.exception.rstrip()}")
+
+
+@queue.command("retry")
+@click.argument("ids", nargs=-1)
+@click.option("--queue", "queue_name", default=None, help="Every failed job of Q.")
+@common_options
+@click.pass_context
+def retry_command(
+    ctx: click.Context, ids: tuple[str, ...], queue_name: str | None
+) -> None:
+    """Push failed jobs back: IDs, 'all', or --queue=Q."""
+    if ids == ("all",):
+        selected = None
+    elif ids:
+        try:
+            selected = [int(i) for i in ids]
+        except ValueError:
+            raise click.BadParameter(
+                "give failed job ids, or 'all'", param_hint="IDS"
+            ) from None
+    elif queue_name is not None:
+        selected = None
+    else:
+        raise click.UsageError("give failed job ids, 'all', or --queue=Q")
+    new_ids = FailedJobStore(open_store(settings_for(ctx))).retry(selected, queue_name)
+    click.echo(f"pushed {len(new_ids)} failed job(s) back onto their queues")
+
+
+@queue.command("forget")
+@click.argument("failed_id", type=int)
+@common_options
+@click.pass_context
+def forget_command(ctx: click.Context, failed_id: int) -> None:
+    """Delete one failed job."""
+    FailedJobStore(open_store(settings_for(ctx))).forget(failed_id)
+    click.echo(f"forgot failed job {failed_id}")
+
+
+@queue.command("flush")
+@click.option(
+    "--hours",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Only those that failed more than this many hours ago.",
+)
+@common_options
+@click.pass_context
+def flush_command(ctx: click.Context, hours: float | None) -> None:
+    """Delete failed jobs."""
+    count = FailedJobStore(open_store(settings_for(ctx))).flush(hours)
+    click.echo(f"deleted {count} failed job(s)")
+
+
+@queue.command("clear")
+@click.option("--queue", "queue_name", default=None, help="Only this queue.")
+@click.option("--force", is_flag=True, help="Do not ask for confirmation.")
+@common_options
+@click.pass_context
+def clear_command(ctx: click.Context, queue_name: str | None, force: bool) -> None:
+    """Delete waiting jobs (jobs a worker holds are left alone)."""
+    store = open_store(settings_for(ctx))
+    if not force:
+        which = f"queue {queue_name!r}" if queue_name else "every queue"
+        click.confirm(f"Delete the waiting jobs of {which}?", abort=True)
+    click.echo(f"deleted {inspection.clear(store, queue_name)} job(s)")
+
+
+@queue.command("restart")
+@common_options
+@click.pass_context
+def restart_command(ctx: click.Context) -> None:
+    """Make every running worker exit after its current job."""
+    count = request_restart(open_store(settings_for(ctx)))
+    click.echo(f"asked {count} worker(s) to stop after their current job")

@@ -1,0 +1,67 @@
+"""The queue's tables, as SQLAlchemy Core tables.
+
+Times are whole epoch seconds in UTC, computed by the application, never by
+the database server's clock or time zone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+
+from conveyor.config import QueueSettings
+
+# SQLite only makes INTEGER PRIMARY KEY an alias of the rowid; MySQL's TEXT
+# stops at 64 KiB, which a payload may outgrow.
+_Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+_LongText = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+
+
+@dataclass(frozen=True)
+class QueueTables:
+    metadata: sa.MetaData
+    jobs: sa.Table
+    failed: sa.Table
+    workers: sa.Table
+
+
+def queue_tables(settings: QueueSettings) -> QueueTables:
+    metadata = sa.MetaData()
+    jobs = sa.Table(
+        settings.table,
+        metadata,
+        sa.Column("id", _Id, primary_key=True, autoincrement=True),
+        sa.Column("queue", sa.String(255), nullable=False),
+        sa.Column("payload", _LongText, nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False, default=0),
+        sa.Column("reserved_at", sa.BigInteger, nullable=True),
+        sa.Column("available_at", sa.BigInteger, nullable=False),
+        sa.Column("created_at", sa.BigInteger, nullable=False),
+        sa.Column("reservation", sa.String(32), nullable=True),
+        sa.Index(f"ix_{settings.table}_queue", "queue", "reserved_at", "available_at"),
+    )
+    failed = sa.Table(
+        settings.failed_table,
+        metadata,
+        sa.Column("id", _Id, primary_key=True, autoincrement=True),
+        sa.Column("uuid", sa.String(36), nullable=False, unique=True),
+        sa.Column("queue", sa.String(255), nullable=False),
+        sa.Column("payload", _LongText, nullable=False),
+        sa.Column("exception", _LongText, nullable=False),
+        sa.Column("failed_at", sa.BigInteger, nullable=False),
+    )
+    workers = sa.Table(
+        settings.workers_table,
+        metadata,
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column("host", sa.String(255), nullable=False),
+        sa.Column("pid", sa.Integer, nullable=False),
+        sa.Column("queues", sa.String(1000), nullable=False),
+        sa.Column("started_at", sa.BigInteger, nullable=False),
+        sa.Column("heartbeat_at", sa.BigInteger, nullable=False),
+        sa.Column("current_job", sa.BigInteger, nullable=True),
+        sa.Column("stop_requested", sa.Boolean, nullable=False, default=False),
+    )
+    return QueueTables(metadata, jobs, failed, workers)

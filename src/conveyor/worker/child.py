@@ -1,0 +1,217 @@
+"""The child process that runs jobs for a worker.
+
+The worker (the parent) never imports the application's job modules: this
+process does, runs one job at a time as the parent asks, and answers with
+the outcome. When a job outlives its timeout, the parent kills this process,
+which stops the job even inside C code or a blocking read, and starts a new
+one. The child ignores SIGINT and SIGTERM, which are the parent's to act on,
+and dies with the parent.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import resource
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from conveyor.config import QueueSettings, Settings
+from conveyor.exceptions import JobNotFound, PayloadError
+from conveyor.queue.job import FailRequested, JobContext, ReleaseRequested
+from conveyor.queue.payload import Payload
+from conveyor.queue.registry import JobRegistry
+from conveyor.worker.protocol import LineReader, Message, send
+
+_PR_SET_PDEATHSIG = 1
+
+
+def main(argv: list[str]) -> None:
+    read_fd, write_fd, parent_pid = int(argv[0]), int(argv[1]), int(argv[2])
+    settings = settings_from_json(argv[3])
+    _die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    try:
+        registry = JobRegistry.load(settings.jobs, settings.root)
+    except Exception as exc:
+        send(write_fd, {"op": "broken", "error": _summary(exc)})
+        return
+    send(write_fd, {"op": "ready", "jobs": registry.names()})
+
+    runner = JobRunner(registry, settings)
+    reader = LineReader(read_fd)
+    while True:
+        try:
+            message = reader.read(None)
+        except EOFError:
+            return
+        if message is None or message["op"] == "exit":
+            return
+        if message["op"] == "run":
+            runner.run(message, write_fd)
+        elif message["op"] == "failed":
+            send(write_fd, runner.run_failed_hook(message))
+
+
+def settings_to_json(settings: Settings) -> str:
+    return json.dumps(
+        {
+            "database_url": settings.database_url,
+            "jobs": list(settings.jobs),
+            "root": str(settings.root),
+            "queue": vars(settings.queue),
+        }
+    )
+
+
+def settings_from_json(text: str) -> Settings:
+    raw = json.loads(text)
+    return Settings(
+        database_url=raw["database_url"],
+        jobs=tuple(raw["jobs"]),
+        root=Path(raw["root"]),
+        queue=QueueSettings(**raw["queue"]),
+    )
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to SIGKILL this process when the worker dies, so a job never
+    runs on after its worker was killed."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before prctl
+        os._exit(1)
+
+
+class JobRunner:
+    def __init__(self, registry: JobRegistry, settings: Settings) -> None:
+        self.registry = registry
+        self.settings = settings
+        self._queue: Any = None
+
+    def queue_client(self) -> Any:
+        if self._queue is None:
+            from conveyor.queue.pushing import Queue
+
+            self._queue = Queue(settings=self.settings)
+        return self._queue
+
+    def run(self, request: Message, write_fd: int) -> None:
+        """Run one job and send ``started`` then ``result``."""
+        try:
+            payload = Payload.decode(request["payload"])
+            job_class = self.registry.resolve(payload.job)
+        except (PayloadError, JobNotFound) as exc:
+            send(write_fd, _result("invalid", error=str(exc), summary=str(exc)))
+            return
+
+        options = _job_options(job_class, request["defaults"])
+        send(write_fd, {"op": "started", "job": payload.job, **options})
+        if options["tries"] and request["attempt"] > options["tries"]:
+            reason = (
+                f"{payload.job} has been attempted {request['attempt'] - 1} time(s), "
+                f"its limit is {options['tries']}; the worker that ran it last "
+                "probably died"
+            )
+            send(write_fd, _result("exhausted", error=reason, summary=reason))
+            return
+
+        job = job_class()
+        job.context = JobContext(
+            id=request["id"],
+            queue=request["queue"],
+            attempt=request["attempt"],
+            uuid=payload.uuid,
+            _pusher=self.queue_client,
+        )
+        send(write_fd, self._handle(job, payload))
+
+    def _handle(self, job: Any, payload: Payload) -> Message:
+        started = time.perf_counter()
+        try:
+            job.handle(payload.data)
+        except ReleaseRequested as request:
+            return _result("release", delay=request.delay, started=started)
+        except FailRequested as request:
+            reason = str(request) or "failed by the job"
+            return _result("fail", error=reason, summary=reason, started=started)
+        except Exception as exc:
+            return _result(
+                "error", error=_traceback(exc), summary=_summary(exc), started=started
+            )
+        return _result("done", started=started)
+
+    def run_failed_hook(self, request: Message) -> Message:
+        """Run the job's ``failed(data, error)`` once, if it has one."""
+        try:
+            payload = Payload.decode(request["payload"])
+            job_class = self.registry.resolve(payload.job)
+        except (PayloadError, JobNotFound):
+            return _result("done")
+        hook = getattr(job_class, "failed", None)
+        if not callable(hook):
+            return _result("done")
+        try:
+            hook(job_class(), payload.data, request["error"])
+        except Exception as exc:
+            return _result("error", error=_traceback(exc), summary=_summary(exc))
+        return _result("done")
+
+
+def _job_options(job_class: type[Any], defaults: Message) -> Message:
+    options = dict(defaults)
+    for name in ("tries", "timeout", "backoff"):
+        value = getattr(job_class, name, None)
+        if value is not None:
+            options[name] = value
+    if isinstance(options["backoff"], (int, float)):
+        options["backoff"] = [int(options["backoff"])]
+    return options
+
+
+def _result(
+    status: str,
+    *,
+    error: str | None = None,
+    summary: str | None = None,
+    delay: int = 0,
+    started: float | None = None,
+) -> Message:
+    return {
+        "op": "result",
+        "status": status,
+        "error": error,
+        "summary": summary,
+        "delay": delay,
+        "seconds": None if started is None else time.perf_counter() - started,
+        "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    }
+
+
+def _summary(exc: BaseException) -> str:
+    """``Type: message``, even for an exception whose ``__str__`` raises."""
+    try:
+        text = str(exc)
+    except Exception:
+        text = "<the exception's message could not be rendered>"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def _traceback(exc: BaseException) -> str:
+    try:
+        return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception:
+        return f"{_summary(exc)}\n(the traceback could not be rendered)"
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,77 @@
+"""A worker's row in the workers table: who it is, what it runs, when it was
+last heard of, and whether it was asked to stop (``queue restart``)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import time
+
+import sqlalchemy as sa
+
+from conveyor.drivers.database import DatabaseStore
+
+#: Rows silent for longer than this are removed by the next worker to start.
+STALE_SECONDS = 24 * 3600
+
+
+class Presence:
+    def __init__(self, store: DatabaseStore, queues: list[str]) -> None:
+        self.store = store
+        self.table = store.tables.workers
+        self.id = secrets.token_hex(16)
+        self.queues = queues
+        self._last_beat = 0.0
+
+    def register(self) -> None:
+        now = self.store.now()
+        with self.store.engine.begin() as connection:
+            connection.execute(
+                sa.delete(self.table).where(
+                    self.table.c.heartbeat_at < now - STALE_SECONDS
+                )
+            )
+            connection.execute(
+                sa.insert(self.table).values(
+                    id=self.id,
+                    host=socket.gethostname(),
+                    pid=os.getpid(),
+                    queues=",".join(self.queues),
+                    started_at=now,
+                    heartbeat_at=now,
+                    current_job=None,
+                    stop_requested=False,
+                )
+            )
+        self._last_beat = time.monotonic()
+
+    def beat(self, current_job: int | None, *, every: float = 1.0) -> bool:
+        """Record that the worker is alive (at most every ``every`` seconds);
+        returns whether it was asked to stop."""
+        if time.monotonic() - self._last_beat < every:
+            return False
+        self._last_beat = time.monotonic()
+        with self.store.engine.begin() as connection:
+            connection.execute(
+                sa.update(self.table)
+                .where(self.table.c.id == self.id)
+                .values(heartbeat_at=self.store.now(), current_job=current_job)
+            )
+            stop = connection.execute(
+                sa.select(self.table.c.stop_requested).where(self.table.c.id == self.id)
+            ).scalar()
+        return bool(stop)
+
+    def deregister(self) -> None:
+        with self.store.engine.begin() as connection:
+            connection.execute(sa.delete(self.table).where(self.table.c.id == self.id))
+
+
+def request_restart(store: DatabaseStore) -> int:
+    """Ask every running worker to stop after its current job; how many."""
+    store.ensure_tables()
+    table = store.tables.workers
+    with store.engine.begin() as connection:
+        result = connection.execute(sa.update(table).values(stop_requested=True))
+        return int(result.rowcount)

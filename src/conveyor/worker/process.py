@@ -1,0 +1,235 @@
+"""The worker's handle on its child process: start it, hand it a job, wait
+for the outcome with the job's timeout, kill and replace it when needed."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from conveyor.config import Settings
+from conveyor.drivers.base import ReservedJob
+from conveyor.exceptions import ConfigError
+from conveyor.worker.child import settings_to_json
+from conveyor.worker.protocol import LineReader, Message, send
+
+_START_TIMEOUT = 60.0
+#: How often a wait for a job wakes to look at the stop flags.
+_POLL_SECONDS = 0.2
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one attempt ended, as the child (or its death) told."""
+
+    #: done, release, fail, error, timeout, crashed, invalid, exhausted, stopped
+    status: str
+    job: str = "?"
+    error: str | None = None
+    summary: str | None = None
+    delay: int = 0
+    tries: int = 1
+    backoff: tuple[int, ...] = ()
+    seconds: float = 0.0
+    rss_kb: int = 0
+
+
+class ChildProcess:
+    """One child at a time, started on demand."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._process: subprocess.Popen[bytes] | None = None
+        self._to_child = -1
+        self._reader: LineReader | None = None
+
+    def start(self) -> None:
+        """Start the child and wait until it has imported the job modules;
+        raises ``ConfigError`` when it cannot."""
+        parent_read, child_write = os.pipe()
+        child_read, parent_write = os.pipe()
+        self._process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "conveyor.worker.child",
+                str(child_read),
+                str(child_write),
+                str(os.getpid()),
+                settings_to_json(self.settings),
+            ],
+            pass_fds=(child_read, child_write),
+            cwd=self.settings.root,
+        )
+        os.close(child_read)
+        os.close(child_write)
+        self._to_child = parent_write
+        self._reader = LineReader(parent_read)
+
+        try:
+            hello = self._reader.read(_START_TIMEOUT)
+        except EOFError:
+            hello = None
+        if hello is None or hello["op"] != "ready":
+            error = hello.get("error") if hello else "it did not start"
+            self.kill()
+            raise ConfigError(f"cannot load the job classes: {error}")
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def run(
+        self,
+        job: ReservedJob,
+        defaults: Message,
+        *,
+        should_stop: Callable[[], bool],
+        on_wait: Callable[[], None],
+    ) -> Outcome:
+        """Run ``job`` and return its outcome; kill the child when the job's
+        timeout passes or ``should_stop`` turns true."""
+        if not self.running:
+            self.start()
+        assert self._reader is not None
+        request = {
+            "op": "run",
+            "id": job.id,
+            "queue": job.queue,
+            "attempt": job.attempts,
+            "payload": job.payload,
+            "defaults": defaults,
+        }
+        try:
+            send(self._to_child, request)
+            started = self._reader.read(_START_TIMEOUT)
+        except (EOFError, BrokenPipeError):
+            return self._crashed("?")
+        if started is None:
+            self.kill()
+            return Outcome("timeout", summary="the job did not start in time")
+        if started["op"] == "result":
+            return _outcome(started, started.get("job", "?"), {})
+
+        return self._wait_for_result(started, should_stop, on_wait)
+
+    def _wait_for_result(
+        self,
+        started: Message,
+        should_stop: Callable[[], bool],
+        on_wait: Callable[[], None],
+    ) -> Outcome:
+        assert self._reader is not None
+        name = started["job"]
+        timeout = float(started.get("timeout") or 0) or None
+        begun = time.monotonic()
+        while True:
+            waited = time.monotonic() - begun
+            if timeout is not None and waited >= timeout:
+                self.kill()
+                message = f"TimeoutError: the job ran longer than {timeout:g} s"
+                return _outcome(
+                    {
+                        "status": "timeout",
+                        "seconds": waited,
+                        "summary": message,
+                        "error": f"{message}; its process was killed",
+                    },
+                    name,
+                    started,
+                )
+            step = (
+                _POLL_SECONDS
+                if timeout is None
+                else min(_POLL_SECONDS, timeout - waited)
+            )
+            try:
+                result = self._reader.read(step)
+            except EOFError:
+                return self._crashed(name, started)
+            if result is not None:
+                return _outcome(result, name, started)
+            if should_stop():
+                self.kill()
+                return Outcome("stopped", job=name)
+            on_wait()
+
+    def run_failed_hook(self, job: ReservedJob, error: str, timeout: float) -> Outcome:
+        """Run the job's ``failed()`` hook in the child, within ``timeout``."""
+        if not self.running:
+            self.start()
+        assert self._reader is not None
+        try:
+            send(
+                self._to_child, {"op": "failed", "payload": job.payload, "error": error}
+            )
+            message = self._reader.read(timeout or None)
+        except (EOFError, BrokenPipeError):
+            return self._crashed("?")
+        if message is None:
+            self.kill()
+            return Outcome("timeout", summary="failed() did not finish in time")
+        return _outcome(message, "?", {})
+
+    def _crashed(self, name: str, started: Message | None = None) -> Outcome:
+        code = self._process.wait() if self._process is not None else None
+        self._process = None
+        self._close_pipes()
+        if code is not None and code < 0:
+            how = f"killed by {signal.Signals(-code).name}"
+        else:
+            how = f"exited with code {code}"
+        summary = f"the job's process {how}"
+        return _outcome(
+            {"status": "crashed", "summary": summary, "error": summary},
+            name,
+            started or {},
+        )
+
+    def kill(self) -> None:
+        if self._process is not None:
+            if self._process.poll() is None:
+                self._process.kill()
+            self._process.wait()
+            self._process = None
+        self._close_pipes()
+
+    def stop(self) -> None:
+        """Ask the child to exit, and make sure it does."""
+        if self.running:
+            try:
+                send(self._to_child, {"op": "exit"})
+                assert self._process is not None
+                self._process.wait(timeout=5)
+            except (BrokenPipeError, subprocess.TimeoutExpired):
+                pass
+        self.kill()
+
+    def _close_pipes(self) -> None:
+        for fd in (self._to_child, self._reader.fd if self._reader else -1):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._to_child = -1
+        self._reader = None
+
+
+def _outcome(message: Message, name: str, started: Message) -> Outcome:
+    backoff: Any = started.get("backoff") or ()
+    return Outcome(
+        status=message["status"],
+        job=name,
+        error=message.get("error"),
+        summary=message.get("summary"),
+        delay=int(message.get("delay") or 0),
+        tries=int(started.get("tries", 1) or 0),
+        backoff=tuple(int(b) for b in backoff),
+        seconds=float(message.get("seconds") or 0.0),
+        rss_kb=int(message.get("rss_kb") or 0),
+    )

@@ -1,0 +1,46 @@
+"""Signal handling for the worker: the handlers only set flags.
+
+The first SIGTERM or SIGINT asks for a warm stop (finish the running job,
+take no other); a second SIGINT asks for a cold stop (stop the running job
+now and put it back on the queue).
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+
+@dataclass
+class StopFlags:
+    warm: bool = False
+    cold: bool = False
+    reason: str = ""
+
+
+class SignalHandlers:
+    """Installs the handlers for the lifetime of a ``with`` block."""
+
+    def __init__(self, flags: StopFlags) -> None:
+        self.flags = flags
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopFlags:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self.flags
+
+    def __exit__(self, *_exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self.flags.warm and signum == signal.SIGINT:
+            self.flags.cold = True
+            self.flags.reason = f"second {name}"
+        else:
+            self.flags.warm = True
+            self.flags.reason = name
