@@ -13,10 +13,11 @@ import click
 from rich.table import Table
 
 from conveyor.cli.options import common_options, console, settings_for
-from conveyor.commands import open_store
+from conveyor.commands import make_migration, open_store
 from conveyor.failed.store import FailedJobStore
 from conveyor.queue import inspection
 from conveyor.queue.pushing import Queue
+from conveyor.worker import deploy
 from conveyor.worker.loop import Worker, WorkerOptions
 from conveyor.worker.presence import request_restart
 
@@ -385,3 +386,94 @@ def restart_command(ctx: click.Context) -> None:
     """Make every running worker exit after its current job."""
     count = request_restart(open_store(settings_for(ctx)))
     click.echo(f"asked {count} worker(s) to stop after their current job")
+
+
+@queue.command("table")
+@common_options
+@click.pass_context
+def table_command(ctx: click.Context) -> None:
+    """Write a migration that creates the queue's tables."""
+    settings = settings_for(ctx)
+    tables = settings.queue
+    path = make_migration(
+        settings.migrations_path,
+        "create_queue_tables",
+        template="queue_tables",
+        names={
+            "jobs": tables.table,
+            "failed": tables.failed_table,
+            "workers": tables.workers_table,
+        },
+    )
+    click.echo(f"created {path}")
+
+
+@queue.command("deploy")
+@click.option(
+    "--supervisor",
+    "kind",
+    flag_value="supervisor",
+    help="Print a Supervisor program block.",
+)
+@click.option(
+    "--systemd", "kind", flag_value="systemd", help="Print a systemd unit template."
+)
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="How many worker processes (Supervisor's numprocs).",
+)
+@click.option(
+    "--name", default="conveyor-worker", show_default=True, help="Program or unit name."
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=60,
+    show_default=True,
+    help="The workers' --timeout; sets the grace period.",
+)
+@click.argument("work_options", nargs=-1, type=click.UNPROCESSED)
+@common_options
+@click.pass_context
+def deploy_command(
+    ctx: click.Context,
+    kind: str | None,
+    processes: int,
+    name: str,
+    timeout: float,
+    work_options: tuple[str, ...],
+) -> None:
+    """Print a process-manager config that runs the workers.
+
+    Options after -- go to `queue work`, e.g.
+    `conveyor queue deploy --systemd -- --queue=high,default --tries=3`.
+    """
+    if kind is None:
+        raise click.UsageError("choose --supervisor or --systemd")
+    settings = settings_for(ctx)
+    folder = (settings.source.parent if settings.source else settings.root).resolve()
+    arguments = [f"--timeout={timeout:g}", *work_options]
+    if kind == "supervisor":
+        click.echo(
+            deploy.supervisor_block(
+                name=name,
+                folder=folder,
+                arguments=arguments,
+                processes=processes,
+                timeout=timeout,
+            ),
+            nl=False,
+        )
+    else:
+        click.echo(
+            deploy.systemd_unit(
+                name=name,
+                folder=folder,
+                arguments=arguments,
+                timeout=timeout,
+            ),
+            nl=False,
+        )

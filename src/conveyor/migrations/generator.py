@@ -29,8 +29,14 @@ def make_migration(
     create: str | None = None,
     table: str | None = None,
     now: dt.datetime | None = None,
+    template: str | None = None,
+    names: dict[str, str] | None = None,
 ) -> Path:
-    """Write ``folder/YYYY_MM_DD_HHMMSS_name.py`` and return its path."""
+    """Write ``folder/YYYY_MM_DD_HHMMSS_name.py`` and return its path.
+
+    ``template`` picks a template by name instead of by ``name`` (as
+    ``queue table`` does), and ``names`` fills its other placeholders.
+    """
     if not NAME_PATTERN.match(name):
         raise MigrationFileError(
             f"migration name '{name}' must be snake_case: lower-case letters, "
@@ -48,10 +54,10 @@ def make_migration(
                 f"{file.path}"
             )
 
-    template, table_name = _choose_template(name, create, table)
+    chosen, table_name = _choose_template(name, create, table)
     stamp = _next_timestamp(now or dt.datetime.now(), [f.timestamp for f in existing])
-    source = Template(_read_template(template)).substitute(
-        class_name=class_name, table=table_name or ""
+    source = Template(_read_template(template or chosen)).substitute(
+        class_name=class_name, table=table_name or "", **(names or {})
     )
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{stamp}_{name}.py"
