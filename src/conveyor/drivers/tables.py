@@ -41,6 +41,9 @@ def queue_tables(settings: QueueSettings) -> QueueTables:
         sa.Column("created_at", sa.BigInteger, nullable=False),
         sa.Column("reservation", sa.String(32), nullable=True),
         sa.Index(f"ix_{settings.table}_queue", "queue", "reserved_at", "available_at"),
+        # Without AUTOINCREMENT SQLite hands out the ids of deleted rows
+        # again, and a log's "#12" would name two different jobs.
+        sqlite_autoincrement=True,
     )
     failed = sa.Table(
         settings.failed_table,
@@ -51,6 +54,7 @@ def queue_tables(settings: QueueSettings) -> QueueTables:
         sa.Column("payload", _LongText, nullable=False),
         sa.Column("exception", _LongText, nullable=False),
         sa.Column("failed_at", sa.BigInteger, nullable=False),
+        sqlite_autoincrement=True,
     )
     workers = sa.Table(
         settings.workers_table,

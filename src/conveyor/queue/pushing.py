@@ -101,6 +101,10 @@ class Queue:
                 f"later(): delay must be seconds, a timedelta or an aware datetime, "
                 f"not {type(delay).__name__}"
             )
+        if due <= now:
+            # Due at once: the current whole second, which a worker's clock
+            # (also in whole seconds) has already reached.
+            return int(now)
         # Rounded up: a job is never handed out before it is due.
         return math.ceil(due)
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from conveyor.config import Settings
+from conveyor.config import ENV_DATABASE_URL, Settings
 from conveyor.drivers.base import ReservedJob
 from conveyor.exceptions import ConfigError
 from conveyor.worker.child import settings_to_json
@@ -66,6 +66,9 @@ class ChildProcess:
             ],
             pass_fds=(child_read, child_write),
             cwd=self.settings.root,
+            # A job that reads the settings itself gets the worker's database,
+            # even one given with --database.
+            env={**os.environ, ENV_DATABASE_URL: self.settings.database_url},
         )
         os.close(child_read)
         os.close(child_write)
