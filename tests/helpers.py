@@ -1,15 +1,18 @@
-"""Small tools for tests: migration files from strings, and the CLI run the
-way a user runs it."""
+"""Small tools for tests: migration and job files from strings, table rows,
+and the CLI run the way a user runs it."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import sqlalchemy as sa
 from click.testing import CliRunner
 
 from conveyor.cli import main
@@ -22,6 +25,25 @@ def write_migration(folder: Path, name: str, body: str) -> Path:
     path = folder / f"{name}.py"
     path.write_text(textwrap.dedent(body).lstrip(), encoding="utf-8")
     return path
+
+
+def write_job(root: Path, name: str, body: str) -> Path:
+    """Write ``root/jobs/name.py`` with ``body`` dedented: a job module of the
+    application folder ``root``, imported by the worker's child process."""
+    folder = root / "jobs"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.py"
+    path.write_text(textwrap.dedent(body).lstrip(), encoding="utf-8")
+    return path
+
+
+def rows(engine: sa.Engine, table: str) -> list[dict[str, Any]]:
+    """Every row of ``table`` as a dict, by id; none when it does not exist."""
+    with engine.connect() as connection:
+        if not sa.inspect(connection).has_table(table):
+            return []
+        result = connection.execute(sa.text(f"SELECT * FROM {table} ORDER BY id"))
+        return [dict(row) for row in result.mappings()]
 
 
 def table_migration(table: str, class_name: str = "M") -> str:
@@ -85,4 +107,69 @@ def run_process(
         capture_output=True,
         text=True,
         timeout=timeout,
+    )
+
+
+#: The top of a job module: ``record(self, **fields)`` appends one JSON line
+#: (the job's class, id, queue, attempt and time, and ``fields``) to
+#: ``runs.jsonl`` in the application folder, which :func:`recorded` reads.
+JOB_PREAMBLE = """
+import json
+import time
+from pathlib import Path
+
+from conveyor import Job
+
+RUNS = Path(__file__).resolve().parents[1] / "runs.jsonl"
+
+
+def record(job, **fields):
+    context = getattr(job, "context", None)
+    entry = {
+        "job": type(job).__name__,
+        "id": getattr(context, "id", None),
+        "queue": getattr(context, "queue", None),
+        "attempt": getattr(context, "attempt", None),
+        "at": time.time(),
+        **fields,
+    }
+    with RUNS.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(entry, ensure_ascii=False) + "\\n")
+"""
+
+#: ``Record`` records its data; ``Boom`` records it, then raises.
+STANDARD_JOBS = """
+class Record(Job):
+    def handle(self, data):
+        record(self, data=data)
+
+
+class Boom(Job):
+    def handle(self, data):
+        record(self, data=data)
+        raise ValueError(f"boom {data}")
+"""
+
+
+def write_jobs(root: Path, name: str, body: str = STANDARD_JOBS) -> Path:
+    """A job module ``jobs/name.py`` of :data:`JOB_PREAMBLE` and ``body``."""
+    return write_job(root, name, JOB_PREAMBLE + textwrap.dedent(body))
+
+
+def recorded(root: Path) -> list[dict[str, Any]]:
+    """What the jobs of :data:`JOB_PREAMBLE` recorded, in order."""
+    path = root / "runs.jsonl"
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def work(root: Path, database_url: str, *options: str) -> Outcome:
+    """``conveyor queue work --stop-when-empty --sleep 0 OPTIONS`` in-process
+    from the application folder ``root``."""
+    return run_cli(
+        ["queue", "work", "--stop-when-empty", "--sleep", "0", *options],
+        cwd=root,
+        database_url=database_url,
     )

@@ -101,8 +101,7 @@ def test_bad_settings_name_the_file_and_key(
 
 def test_queue_table_and_job_sources(tmp_path: Path) -> None:
     (tmp_path / "conveyor.toml").write_text(
-        'jobs = ["jobs", "myapp.tasks"]\n'
-        '[queue]\nretry_after = 300\ndefault = "mail"\n'
+        'jobs = ["jobs", "myapp.tasks"]\n[queue]\nretry_after = 300\ndefault = "mail"\n'
     )
 
     settings = load_settings(cwd=tmp_path, environ={})

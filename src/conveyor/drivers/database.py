@@ -18,8 +18,10 @@ never remove a job another worker now holds.
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
+import uuid as uuid_module
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -52,7 +54,15 @@ class DatabaseStore:
         self._tables_ready = False
 
     def now(self) -> int:
+        """The current whole second: what reservations compare due times to."""
         return int(self.clock())
+
+    def due_in(self, delay: float) -> int:
+        """The due time ``delay`` seconds from now, rounded up so a job is
+        never handed out early; a zero delay is due at once."""
+        if delay <= 0:
+            return self.now()
+        return math.ceil(self.clock() + delay)
 
     def ensure_tables(self) -> None:
         """Create the queue's tables if they are missing (once per process)."""
@@ -65,6 +75,8 @@ class DatabaseStore:
     # -- pushing -------------------------------------------------------------
 
     def push(self, jobs: Sequence[NewJob]) -> list[int]:
+        if not jobs:
+            return []
         self.ensure_tables()
         now = self.now()
         rows = [
@@ -175,26 +187,37 @@ class DatabaseStore:
         statement = (
             sa.update(self.tables.jobs)
             .where(self._held(job))
-            .values(reserved_at=None, reservation=None, available_at=self.now() + delay)
+            .values(reserved_at=None, reservation=None, available_at=self.due_in(delay))
         )
         with self.engine.begin() as connection:
             return connection.execute(statement).rowcount == 1
 
     def fail(self, job: ReservedJob, exception: str, uuid: str) -> bool:
+        """Move the job to ``failed_jobs`` under ``uuid``, or a fresh uuid
+        when that one is unusable (missing, too long, or taken by a row
+        written by hand)."""
+        failed = self.tables.failed
+        row = {
+            "queue": job.queue,
+            "payload": job.payload,
+            "exception": exception,
+            "failed_at": self.now(),
+        }
         with self.engine.begin() as connection:
             deleted = connection.execute(
                 sa.delete(self.tables.jobs).where(self._held(job))
             )
             if deleted.rowcount != 1:
                 return False
+            if uuid and len(uuid) <= 36:
+                try:
+                    with connection.begin_nested():
+                        connection.execute(sa.insert(failed).values(uuid=uuid, **row))
+                    return True
+                except sa.exc.IntegrityError:
+                    pass
             connection.execute(
-                sa.insert(self.tables.failed).values(
-                    uuid=uuid,
-                    queue=job.queue,
-                    payload=job.payload,
-                    exception=exception,
-                    failed_at=self.now(),
-                )
+                sa.insert(failed).values(uuid=str(uuid_module.uuid4()), **row)
             )
             return True
 

@@ -17,6 +17,12 @@ from conveyor.config import QueueSettings
 # stops at 64 KiB, which a payload may outgrow.
 _Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 _LongText = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+# Queue names match exactly: MySQL's default collations would let a worker on
+# "mail" take jobs of "Mail" or "maïl". (Names with surrounding white space,
+# which a PAD SPACE collation would still merge, are refused at push.)
+_QueueName = sa.String(255).with_variant(
+    mysql.VARCHAR(255, collation="utf8mb4_bin"), "mysql", "mariadb"
+)
 
 
 @dataclass(frozen=True)
@@ -33,7 +39,7 @@ def queue_tables(settings: QueueSettings) -> QueueTables:
         settings.table,
         metadata,
         sa.Column("id", _Id, primary_key=True, autoincrement=True),
-        sa.Column("queue", sa.String(255), nullable=False),
+        sa.Column("queue", _QueueName, nullable=False),
         sa.Column("payload", _LongText, nullable=False),
         sa.Column("attempts", sa.Integer, nullable=False, default=0),
         sa.Column("reserved_at", sa.BigInteger, nullable=True),
@@ -50,7 +56,7 @@ def queue_tables(settings: QueueSettings) -> QueueTables:
         metadata,
         sa.Column("id", _Id, primary_key=True, autoincrement=True),
         sa.Column("uuid", sa.String(36), nullable=False, unique=True),
-        sa.Column("queue", sa.String(255), nullable=False),
+        sa.Column("queue", _QueueName, nullable=False),
         sa.Column("payload", _LongText, nullable=False),
         sa.Column("exception", _LongText, nullable=False),
         sa.Column("failed_at", sa.BigInteger, nullable=False),

@@ -57,8 +57,11 @@ class Payload:
             raise PayloadError(f"payload is not valid JSON: {exc}") from exc
         if not isinstance(body, dict) or not isinstance(body.get("job"), str):
             raise PayloadError("payload has no job name")
+        uuid = body.get("uuid")
         return cls(
-            job=body["job"], data=body.get("data"), uuid=str(body.get("uuid", ""))
+            job=body["job"],
+            data=body.get("data"),
+            uuid=uuid if isinstance(uuid, str) else "",
         )
 
 

@@ -71,7 +71,9 @@ class Queue:
         self, job: Any, items: list[Any], *, queue: str | None, delay: Delay
     ) -> list[int]:
         name, job_queue = _job_name(job)
-        target = queue or job_queue or self.settings.queue.default
+        target = (
+            queue if queue is not None else job_queue or self.settings.queue.default
+        )
         _check_queue_name(target)
         payloads = [Payload.new(name, data).encode() for data in items]
         available_at = self._available_at(delay)
@@ -89,6 +91,8 @@ class Queue:
                 )
             due = delay.timestamp()
         elif isinstance(delay, dt.timedelta):
+            if delay.total_seconds() < 0:
+                raise QueueError(f"later(): delay must not be negative, not {delay}")
             due = now + delay.total_seconds()
         elif isinstance(delay, (int, float)) and not isinstance(delay, bool):
             if not math.isfinite(delay) or delay < 0:
@@ -124,3 +128,5 @@ def _job_name(job: Any) -> tuple[str, str | None]:
 def _check_queue_name(name: Any) -> None:
     if not isinstance(name, str) or not name or len(name) > 255:
         raise QueueError(f"queue name {name!r} must be a string of 1 to 255 characters")
+    if name != name.strip():
+        raise QueueError(f"queue name {name!r} starts or ends with white space")

@@ -114,12 +114,21 @@ class JobRunner:
             return
 
         options = _job_options(job_class, request["defaults"])
+        retry_after = self.settings.queue.retry_after
+        if options["timeout"] and options["timeout"] >= retry_after:
+            # The job's own timeout would let it run past its lease; cap it so
+            # it is stopped before another worker may take it.
+            options["warning"] = (
+                f"{payload.job}.timeout ({options['timeout']:g} s) is not below "
+                f"retry_after ({retry_after} s); stopping it at {retry_after - 1} s"
+            )
+            options["timeout"] = retry_after - 1
         send(write_fd, {"op": "started", "job": payload.job, **options})
         if options["tries"] and request["attempt"] > options["tries"]:
             reason = (
-                f"{payload.job} has been attempted {request['attempt'] - 1} time(s), "
-                f"its limit is {options['tries']}; the worker that ran it last "
-                "probably died"
+                f"{payload.job} has been attempted {request['attempt'] - 1} time(s) "
+                f"and its limit is {options['tries']} (it released itself, or a "
+                "worker running it died)"
             )
             send(write_fd, _result("exhausted", error=reason, summary=reason))
             return
@@ -159,8 +168,16 @@ class JobRunner:
         hook = getattr(job_class, "failed", None)
         if not callable(hook):
             return _result("done")
+        job = job_class()
+        job.context = JobContext(
+            id=request["id"],
+            queue=request["queue"],
+            attempt=request["attempt"],
+            uuid=payload.uuid,
+            _pusher=self.queue_client,
+        )
         try:
-            hook(job_class(), payload.data, request["error"])
+            hook(job, payload.data, request["error"])
         except Exception as exc:
             return _result("error", error=_traceback(exc), summary=_summary(exc))
         return _result("done")
@@ -188,12 +205,20 @@ def _result(
     return {
         "op": "result",
         "status": status,
-        "error": error,
-        "summary": summary,
+        "error": _printable(error),
+        "summary": _printable(summary),
         "delay": delay,
         "seconds": None if started is None else time.perf_counter() - started,
         "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
     }
+
+
+def _printable(text: str | None) -> str | None:
+    """``text`` with what UTF-8 cannot carry (lone surrogates) escaped, so the
+    error survives the pipe and the failed_jobs row."""
+    if text is None:
+        return None
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _summary(exc: BaseException) -> str:

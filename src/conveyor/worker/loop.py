@@ -186,7 +186,18 @@ class Worker:
             backoff=outcome.backoff,
             release_delay=outcome.delay,
         )
-        self._apply(job, outcome, decision)
+        try:
+            self._apply(job, outcome, decision)
+        except DBAPIError:
+            # Recording the outcome failed in a way a retry will not mend;
+            # the job stays reserved and comes back after retry_after.
+            log.exception(
+                "job #%d: could not record its outcome (%s); it will be handed "
+                "out again after retry_after",
+                job.id,
+                decision.action.value,
+                extra={"event": "outcome_not_recorded"},
+            )
         if self.options.memory and outcome.rss_kb / 1024 > self.options.memory:
             self.flags.warm = True
             self.flags.reason = (
@@ -229,9 +240,9 @@ class Worker:
 
         exception = outcome.error or outcome.summary or outcome.status
         try:
-            uuid = Payload.decode(job.payload).uuid or f"job-{job.id}"
+            uuid = Payload.decode(job.payload).uuid
         except Exception:
-            uuid = f"job-{job.id}"
+            uuid = ""
         held = self._with_database(lambda: self.store.fail(job, exception, uuid))
         if held and outcome.status not in ("invalid",):
             hook = self.child.run_failed_hook(

@@ -4,6 +4,7 @@ for the outcome with the job's timeout, kill and replace it when needed."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -18,6 +19,8 @@ from conveyor.drivers.base import ReservedJob
 from conveyor.exceptions import ConfigError
 from conveyor.worker.child import settings_to_json
 from conveyor.worker.protocol import LineReader, Message, send
+
+log = logging.getLogger(__name__)
 
 _START_TIMEOUT = 60.0
 #: How often a wait for a job wakes to look at the stop flags.
@@ -119,6 +122,8 @@ class ChildProcess:
             return Outcome("timeout", summary="the job did not start in time")
         if started["op"] == "result":
             return _outcome(started, started.get("job", "?"), {})
+        if started.get("warning"):
+            log.warning("%s", started["warning"], extra={"event": "timeout_capped"})
 
         return self._wait_for_result(started, should_stop, on_wait)
 
@@ -170,7 +175,15 @@ class ChildProcess:
         assert self._reader is not None
         try:
             send(
-                self._to_child, {"op": "failed", "payload": job.payload, "error": error}
+                self._to_child,
+                {
+                    "op": "failed",
+                    "id": job.id,
+                    "queue": job.queue,
+                    "attempt": job.attempts,
+                    "payload": job.payload,
+                    "error": error,
+                },
             )
             message = self._reader.read(timeout or None)
         except (EOFError, BrokenPipeError):
