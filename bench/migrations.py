@@ -24,7 +24,10 @@ What it measures
     The tools take turns inside each repeat, in an order that rotates from one
     repeat to the next, so drift in the machine's speed hits them alike; the
     table shows medians, and the ratios Alembic / Conveyor and yoyo / Conveyor
-    (above 1 means Conveyor is faster). Generated migration files are
+    (above 1 means Conveyor is faster). A second table gives the CPU time
+    (user + system) of the CLI processes, which other load on the machine
+    disturbs less than wall time; it leaves out the database server's work.
+    The targets are judged on wall time. Generated migration files are
     byte-compiled before timing, as they would be after a first run.
 
 How to run it
@@ -55,6 +58,7 @@ import hashlib
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -256,8 +260,8 @@ def byte_compile(folder: Path) -> None:
 
 
 def write_projects(root: Path, count: int, databases: Sequence[str]) -> dict[str, Path]:
-    """One project folder per tool (yoyo: per tool and database), keyed
-    ``tool`` or ``yoyo-<database>``."""
+    """One project folder per tool, keyed by its name; yoyo gets one per
+    database (``yoyo-<database>``) since its SQL differs."""
     projects = {"conveyor": root / "conveyor", "alembic": root / "alembic"}
     write_conveyor_project(projects["conveyor"], count)
     write_alembic_project(projects["alembic"], count)
@@ -442,8 +446,25 @@ def child_environment() -> dict[str, str]:
     return environment
 
 
-def run_timed(command: Command) -> tuple[float, str]:
-    """Run ``command`` to completion; its wall time and standard output."""
+@dataclass(frozen=True)
+class Finished:
+    """One command that ran to completion."""
+
+    wall: float
+    #: User plus system CPU time of the command's processes (not the
+    #: database server's), which a busy machine disturbs less than wall time.
+    cpu: float
+    stdout: str
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_timed(command: Command) -> Finished:
+    """Run ``command`` to completion and time it."""
+    cpu_before = children_cpu()
     started = time.perf_counter()
     finished = subprocess.run(
         command.argv,
@@ -453,13 +474,13 @@ def run_timed(command: Command) -> tuple[float, str]:
         capture_output=True,
         text=True,
     )
-    seconds = time.perf_counter() - started
+    wall = time.perf_counter() - started
     if finished.returncode != 0:
         tail = "\n".join(finished.stderr.strip().splitlines()[-15:])
         raise RuntimeError(
             f"{' '.join(command.argv)} exited with {finished.returncode}:\n{tail}"
         )
-    return seconds, finished.stdout
+    return Finished(wall, children_cpu() - cpu_before, finished.stdout)
 
 
 # -- checking that each command did its work --------------------------------------
@@ -492,18 +513,31 @@ def check(operation: str, tool: str, target: Target, output: str, count: int) ->
 # -- measuring -----------------------------------------------------------------
 
 
+#: Seconds by database, operation and tool, one value per repeat.
 Timings = dict[str, dict[str, dict[str, list[float]]]]
+
+
+@dataclass(frozen=True)
+class Results:
+    wall: Timings
+    cpu: Timings
 
 
 def measure_tool(
     tool: str, target: Target, projects: dict[str, Path], count: int
-) -> dict[str, float]:
+) -> dict[str, Finished]:
     """Apply, status and rollback of one tool on one empty target."""
-    seconds = {}
+    runs = {}
     for operation, command in commands_for(tool, target, projects).items():
-        seconds[operation], output = run_timed(command)
-        check(operation, tool, target, output, count)
-    return seconds
+        runs[operation] = run_timed(command)
+        check(operation, tool, target, runs[operation].stdout, count)
+    return runs
+
+
+def empty_timings(databases: Sequence[str]) -> Timings:
+    return {
+        db: {op: {tool: [] for tool in TOOLS} for op in OPERATIONS} for db in databases
+    }
 
 
 def rotated(items: Sequence[str], by: int) -> list[str]:
@@ -517,21 +551,22 @@ def run_benchmark(
     projects: dict[str, Path],
     count: int,
     repeat: int,
-) -> Timings:
+) -> Results:
     """Every tool on every database, ``repeat`` times, tools taking turns."""
-    timings: Timings = {
-        db: {op: {tool: [] for tool in TOOLS} for op in OPERATIONS} for db in databases
-    }
+    results = Results(empty_timings(databases), empty_timings(databases))
     for run in range(repeat):
         for position, database in enumerate(databases):
             for tool in rotated(TOOLS, run + position):
                 with fresh_target(database, servers) as target:
-                    seconds = measure_tool(tool, target, projects, count)
-                for operation, value in seconds.items():
-                    timings[database][operation][tool].append(value)
-                figures = ", ".join(f"{op} {s:.3f} s" for op, s in seconds.items())
+                    runs = measure_tool(tool, target, projects, count)
+                for operation, finished in runs.items():
+                    results.wall[database][operation][tool].append(finished.wall)
+                    results.cpu[database][operation][tool].append(finished.cpu)
+                figures = ", ".join(
+                    f"{op} {f.wall:.3f} s (cpu {f.cpu:.3f})" for op, f in runs.items()
+                )
                 log(f"[{database} {run + 1}/{repeat}] {tool:<8} {figures}")
-    return timings
+    return results
 
 
 # -- summarising ---------------------------------------------------------------
@@ -605,15 +640,14 @@ COMMAND_LABELS = {
 }
 
 
-def format_table(medians: Medians, count: int, repeat: int) -> str:
+def format_table(medians: Medians, title: str) -> str:
     ratios = ratios_of(medians)
     header = (
         f"{'database':<11}{'operation':<10}{'conveyor':>10}{'alembic':>10}"
         f"{'yoyo':>10}{'alembic/conv':>14}{'yoyo/conv':>11}"
     )
     lines = [
-        f"Migration CLIs, N={count} migrations, median of {repeat} run(s); "
-        "seconds of wall time (ratio > 1: Conveyor is faster)",
+        title,
         "",
         header,
         "-" * len(header),
@@ -625,9 +659,22 @@ def format_table(medians: Medians, count: int, repeat: int) -> str:
                 f"{tools['alembic']:>10.3f}{tools['yoyo']:>10.3f}"
                 f"{ratios[db][op]['alembic']:>13.2f}x{ratios[db][op]['yoyo']:>10.2f}x"
             )
-    lines.append("")
-    lines += [f"  {op:<9} = {label}" for op, label in COMMAND_LABELS.items()]
     return "\n".join(lines)
+
+
+def format_report(results: Results, count: int, repeat: int) -> str:
+    """The wall-time table, the CPU-time table and what the rows mean."""
+    runs = f"N={count} migrations, median of {repeat} run(s)"
+    wall = format_table(
+        medians_of(results.wall),
+        f"Wall time of the CLI in seconds, {runs} (ratio > 1: Conveyor is faster)",
+    )
+    cpu = format_table(
+        medians_of(results.cpu),
+        f"CPU time (user + system) of the CLI process in seconds, {runs}",
+    )
+    legend = [f"  {op:<9} = {label}" for op, label in COMMAND_LABELS.items()]
+    return "\n".join([wall, "", cpu, "", *legend])
 
 
 def format_verdicts(verdicts: Sequence[Verdict], count: int) -> str:
@@ -644,16 +691,18 @@ def format_verdicts(verdicts: Sequence[Verdict], count: int) -> str:
 
 
 def summary_json(
-    timings: Timings, count: int, repeat: int, verdicts: Sequence[Verdict]
+    results: Results, count: int, repeat: int, verdicts: Sequence[Verdict]
 ) -> str:
-    medians = medians_of(timings)
+    medians = medians_of(results.wall)
     return json.dumps(
         {
             "count": count,
             "repeat": repeat,
-            "seconds": timings,
+            "seconds": results.wall,
             "median_seconds": medians,
             "ratio_to_conveyor": ratios_of(medians),
+            "cpu_seconds": results.cpu,
+            "median_cpu_seconds": medians_of(results.cpu),
             "targets": [
                 {
                     "target": v.target,
@@ -703,8 +752,8 @@ def profile_conveyor(
                     ],
                     command.cwd,
                 )
-                _, output = run_timed(profiled)
-                check(operation, "conveyor", target, output, count)
+                finished = run_timed(profiled)
+                check(operation, "conveyor", target, finished.stdout, count)
                 reports.append(report)
     return reports
 
@@ -784,7 +833,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"writing {args.count} migrations per tool under {root}")
         projects = write_projects(root, args.count, args.databases)
         servers = Servers(root, args.postgresql_url, args.mysql_url)
-        timings = run_benchmark(
+        results = run_benchmark(
             args.databases, servers, projects, args.count, args.repeat
         )
         reports = []
@@ -793,15 +842,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.databases, servers, projects, args.count, RESULTS_DIR
             )
 
-    medians = medians_of(timings)
-    verdicts = evaluate_targets(medians)
-    print(format_table(medians, args.count, args.repeat))
+    verdicts = evaluate_targets(medians_of(results.wall))
+    print(format_report(results, args.count, args.repeat))
     print()
     print(format_verdicts(verdicts, args.count))
     for report in reports:
         print(f"profile: {report}")
     if args.json:
-        print(summary_json(timings, args.count, args.repeat, verdicts))
+        print(summary_json(results, args.count, args.repeat, verdicts))
     return 0
 
 

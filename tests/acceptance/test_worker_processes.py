@@ -104,19 +104,15 @@ def set_retry_after(app: Path, seconds: int) -> None:
     (app / "conveyor.toml").write_text(f"[queue]\nretry_after = {seconds}\n")
 
 
-def runs(app: Path, event: str | None = None, job: str | None = None) -> list[Any]:
-    """The records written so far, oldest first (a line still being written
-    is left out)."""
+def runs(app: Path, event: str | None = None) -> list[Any]:
+    """The records written so far (of ``event`` only, if given), oldest
+    first; a line still being written is left out."""
     path = app / "runs.log"
     if not path.exists():
         return []
     lines = path.read_text(encoding="utf-8").split("\n")[:-1]
     records = [json.loads(line) for line in lines]
-    return [
-        r
-        for r in records
-        if (event is None or r["event"] == event) and (job is None or r["job"] == job)
-    ]
+    return [r for r in records if event is None or r["event"] == event]
 
 
 def push(url: str, job: str, *items: Any) -> list[int]:
@@ -166,12 +162,6 @@ def gone(pid: int) -> bool:
     except FileNotFoundError:
         return True
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
-
-
-def wait_for_fraction(low: float, high: float) -> None:
-    """Return when the clock is between ``low`` and ``high`` in a second."""
-    while not low <= time.time() % 1 < high:
-        time.sleep(0.005)
 
 
 # -- worker processes ---------------------------------------------------------
@@ -440,6 +430,7 @@ def restart(app: Path, database_url: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_queue_restart_stops_idle_workers_but_not_later_ones(
     app: Path, database_url: str, engine: sa.Engine, spawn: Spawn
 ) -> None:
@@ -631,6 +622,7 @@ def drop_worker_connections(engine: sa.Engine, database_name: str, tag: str) -> 
         return killed
 
 
+@pytest.mark.slow
 @pytest.mark.databases("postgresql", "mysql")
 def test_a_worker_outlives_its_database_connections(
     app: Path,

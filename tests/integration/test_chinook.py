@@ -118,9 +118,12 @@ def status(app: Path, database_url: str) -> dict[str, tuple[str, str]]:
     assert result.exit_code == 0, result.output
     rows = {}
     for line in result.stdout.splitlines():
-        cells = [cell.strip() for cell in line.split("│")]
-        if len(cells) >= 3 and cells[0] in MIGRATIONS:
-            rows[cells[0]] = (cells[1], cells[2])
+        # Columns: name, batch (blank when pending), status, notes; two or
+        # more spaces apart.
+        cells = re.split(r"\s{2,}", line.strip())
+        if cells[0] in MIGRATIONS:
+            batch = cells[1] if cells[1].isdigit() else ""
+            rows[cells[0]] = (batch, cells[2] if batch else cells[1])
     return rows
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import sqlalchemy as sa
-from helpers import run_cli
 
 from conveyor import Queue
 from conveyor.config import QueueSettings
 from conveyor.drivers.tables import queue_tables
+from helpers import run_cli
 
 
 def shape(engine: sa.Engine, table: str) -> dict[str, object]:

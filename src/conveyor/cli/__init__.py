@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import traceback
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,23 @@ from conveyor.exceptions import ConveyorError
 
 class ConveyorGroup(click.Group):
     """Turns every error into one line on stderr and exit code 1; ``-v``
-    adds the traceback."""
+    adds the traceback. Subcommand groups are imported only when named, so
+    ``conveyor migrate status`` never loads the worker."""
+
+    lazy_groups = {
+        "migrate": "conveyor.cli.migrate_commands:migrate",
+        "queue": "conveyor.cli.queue_commands:queue",
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy_groups])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy_groups:
+            module_name, attribute = self.lazy_groups[cmd_name].split(":")
+            command: click.Command = getattr(import_module(module_name), attribute)
+            return command
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -74,9 +91,3 @@ def init_command(folder: Path) -> None:
         click.echo(f"created {path}")
     if not created:
         click.echo("nothing to do: conveyor.toml, migrations/ and jobs/ exist")
-
-
-from conveyor.cli import migrate_commands, queue_commands  # noqa: E402
-
-main.add_command(migrate_commands.migrate)
-main.add_command(queue_commands.queue)

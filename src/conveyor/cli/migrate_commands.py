@@ -6,20 +6,19 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from rich.table import Table
 
-from conveyor.cli.options import common_options, console, settings_for
+from conveyor.cli.options import common_options, settings_for
 from conveyor.commands import make_migration, open_migrator
 from conveyor.migrations.execution import Step
 from conveyor.migrations.runner import Migrator
 from conveyor.migrations.status import Status
 
 _STATE_LABELS = {
-    "ran": "[green]Ran[/]",
-    "pending": "[yellow]Pending[/]",
-    "missing": "[red]Ran, file missing[/]",
-    "failed": "[red]Failed[/]",
-    "running": "[red]Started, unfinished[/]",
+    "ran": ("Ran", "green"),
+    "pending": ("Pending", "yellow"),
+    "missing": ("Ran, file missing", "red"),
+    "failed": ("Failed", "red"),
+    "running": ("Started, unfinished", "red"),
 }
 
 
@@ -110,24 +109,23 @@ def _render_status(status: Status, migrator: Migrator) -> None:
         click.echo("No migrations found.")
         return
 
-    table = Table(show_edge=False, header_style="bold")
-    table.add_column("Migration", no_wrap=True)
-    table.add_column("Batch", justify="right")
-    table.add_column("Status", no_wrap=True)
-    table.add_column("Notes", overflow="fold")
+    # Plain aligned columns rather than a drawn table: status must stay quick
+    # with thousands of migrations, and its output easy to grep.
+    width = max(len("Migration"), *(len(row.migration) for row in status.rows))
+    state_width = max(len(label) for label, _ in _STATE_LABELS.values())
+    header = f"{'Migration':<{width}}  Batch  {'Status':<{state_width}}  Notes"
+    click.echo(click.style(header, bold=True))
     for row in status.rows:
+        label, colour = _STATE_LABELS[row.state]
         notes = []
         if row.edited:
-            notes.append("[yellow]file edited since it ran[/]")
+            notes.append(click.style("file edited since it ran", fg="yellow"))
         if row.detail:
             notes.append(row.detail)
-        table.add_row(
-            row.migration,
-            "" if row.batch is None else str(row.batch),
-            _STATE_LABELS[row.state],
-            "; ".join(notes),
-        )
-    console().print(table)
+        batch = "" if row.batch is None else str(row.batch)
+        padded = f"{label:<{state_width}}  " if notes else label
+        state = click.style(padded, fg=colour)
+        click.echo(f"{row.migration:<{width}}  {batch:>5}  {state}{'; '.join(notes)}")
 
 
 @migrate.command("rollback")

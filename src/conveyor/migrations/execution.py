@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -28,6 +28,9 @@ from conveyor.migrations.loader import line_in_file
 from conveyor.migrations.migration import Database, Migration
 from conveyor.migrations.repository import MigrationRepository
 from conveyor.migrations.script import commits_implicitly
+
+if TYPE_CHECKING:
+    from alembic.operations import Operations
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +62,42 @@ class Executor:
         self.connection = connection
         self.repository = repository
         self.family = family
+        self._in_run = False
+        self._operations: Operations | None = None
+
+    @property
+    def transactional_ddl(self) -> bool:
+        """PostgreSQL and SQLite can roll DDL back; MySQL and MariaDB cannot."""
+        return self.family != "mysql"
+
+    @contextmanager
+    def run_transaction(self) -> Iterator[None]:
+        """The one transaction a whole run shares where DDL is transactional.
+
+        Each migration is a savepoint inside it: a failed one is rolled back
+        alone, and what ran before it commits when the run ends, whether or
+        not it raised. One commit for the run, rather than one per migration,
+        spares a disk flush per migration. SQLite's transaction is the
+        migration lock itself; MySQL commits each migration on its own.
+        """
+        if self.family != "postgresql":
+            yield
+            return
+        self.checkpoint()
+        transaction = self.connection.begin()
+        self._in_run = True
+        try:
+            yield
+        finally:
+            self._in_run = False
+            if transaction.is_active:
+                transaction.commit()
 
     @contextmanager
     def unit(self) -> Iterator[None]:
         """One all-or-nothing unit of work: a savepoint inside the run's
-        locking transaction on SQLite, a transaction of its own elsewhere."""
-        if self.family == "sqlite":
+        transaction, or a transaction of its own on MySQL."""
+        if self.transactional_ddl and self.connection.in_transaction():
             with self.connection.begin_nested():
                 yield
             return
@@ -73,9 +106,11 @@ class Executor:
             yield
 
     def checkpoint(self) -> None:
-        """Commit reads and bookkeeping done outside a unit (not on SQLite,
-        where everything commits when the run ends)."""
-        if self.family != "sqlite" and self.connection.in_transaction():
+        """Commit reads and bookkeeping done outside a unit, except inside
+        the run's shared transaction, which commits when the run ends."""
+        if self.family == "sqlite" or self._in_run:
+            return
+        if self.connection.in_transaction():
             self.connection.commit()
 
     def apply(self, file: MigrationFile, cls: type[Migration], batch: int) -> Step:
@@ -177,18 +212,25 @@ class Executor:
             raise failure from exc
 
     def _instantiate(self, file: MigrationFile, cls: type[Migration]) -> Migration:
-        from alembic.operations import Operations
-        from alembic.runtime.migration import MigrationContext
-
         return cls(
             db=Database(
                 self.connection,
                 dialect=self.connection.dialect,
                 folder=file.path.parent,
             ),
-            schema=Operations(MigrationContext.configure(connection=self.connection)),
+            schema=self._schema_operations(),
             dialect=self.family,
         )
+
+    def _schema_operations(self) -> Operations:
+        """Alembic's operations on this connection, configured once a run."""
+        if self._operations is None:
+            from alembic.operations import Operations
+            from alembic.runtime.migration import MigrationContext
+
+            context = MigrationContext.configure(connection=self.connection)
+            self._operations = Operations(context)
+        return self._operations
 
     def _remember_failure(self, failure: MigrationFailed) -> None:
         with self.unit():

@@ -31,7 +31,6 @@ def check_syntax(file: MigrationFile) -> None:
 
 def load_migration_class(file: MigrationFile) -> type[Migration]:
     """Import ``file`` and return the one ``Migration`` subclass it defines."""
-    check_syntax(file)
     module = _import(file)
     classes = [
         value
@@ -66,6 +65,11 @@ def _import(file: MigrationFile) -> ModuleType:
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        sys.modules.pop(module_name, None)
+        raise MigrationFileError(
+            f"{file.path}:{exc.lineno}: syntax error: {exc.msg}"
+        ) from exc
     except Exception as exc:
         sys.modules.pop(module_name, None)
         line = line_in_file(exc, file)

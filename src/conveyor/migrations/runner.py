@@ -154,7 +154,8 @@ class Migrator:
             ):
                 repository.ensure(with_attempts=family == "mysql")
                 executor.checkpoint()
-                yield _Run(connection, repository, executor, discovery)
+                with executor.run_transaction():
+                    yield _Run(connection, repository, executor, discovery)
                 executor.checkpoint()
 
     def _warn_about_broken_pending(self, run: _Run) -> None:
