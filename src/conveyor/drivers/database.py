@@ -65,11 +65,24 @@ class DatabaseStore:
         return math.ceil(self.clock() + delay)
 
     def ensure_tables(self) -> None:
-        """Create the queue's tables if they are missing (once per process)."""
+        """Create the queue's tables if they are missing (once per process).
+
+        Workers started together on a new database race to create them; the
+        loser's error is harmless once the tables are there.
+        """
         if self._tables_ready:
             return
-        with self.engine.begin() as connection:
-            self.tables.metadata.create_all(connection, checkfirst=True)
+        for attempt in range(1, 6):
+            try:
+                with self.engine.begin() as connection:
+                    self.tables.metadata.create_all(connection, checkfirst=True)
+                break
+            except sa.exc.DBAPIError:
+                # Another process created a table between our check and our
+                # CREATE; look again once it has had time to finish.
+                if attempt == 5:
+                    raise
+                time.sleep(0.1 * attempt)
         self._tables_ready = True
 
     # -- pushing -------------------------------------------------------------
@@ -120,8 +133,10 @@ class DatabaseStore:
             jobs.c.queue == queue,
             sa.or_(
                 sa.and_(jobs.c.reserved_at.is_(None), jobs.c.available_at <= now),
-                # A lease that ran out: its worker died or lost touch.
-                jobs.c.reserved_at <= now - self.retry_after,
+                # A lease that ran out: its worker died or lost touch. Strictly
+                # older, since whole seconds could otherwise cut it short by
+                # up to a second.
+                jobs.c.reserved_at < now - self.retry_after,
             ),
         )
 
@@ -183,13 +198,20 @@ class DatabaseStore:
             )
             return result.rowcount == 1
 
-    def release(self, job: ReservedJob, delay: int) -> bool:
-        statement = (
-            sa.update(self.tables.jobs)
-            .where(self._held(job))
-            .values(reserved_at=None, reservation=None, available_at=self.due_in(delay))
-        )
+    def release(self, job: ReservedJob, delay: int, *, count: bool = True) -> bool:
+        """Make the job available again in ``delay`` seconds; with ``count``
+        false the attempt it was reserved for is not counted (it was stopped
+        by the worker's shutdown, not by anything the job did)."""
+        jobs = self.tables.jobs
+        values: dict[str, Any] = {
+            "reserved_at": None,
+            "reservation": None,
+            "available_at": self.due_in(delay),
+        }
+        if not count:
+            values["attempts"] = jobs.c.attempts - 1
         with self.engine.begin() as connection:
+            statement = sa.update(jobs).where(self._held(job)).values(values)
             return connection.execute(statement).rowcount == 1
 
     def fail(self, job: ReservedJob, exception: str, uuid: str) -> bool:

@@ -43,7 +43,7 @@ def queue_counts(store: DatabaseStore) -> list[QueueCounts]:
     state = sa.case(
         (
             sa.and_(
-                jobs.c.reserved_at.is_not(None), jobs.c.reserved_at <= expired_before
+                jobs.c.reserved_at.is_not(None), jobs.c.reserved_at < expired_before
             ),
             "expired",
         ),

@@ -138,11 +138,8 @@ class Worker:
         elapsed = time.monotonic() - self._started
         if self.options.max_time and elapsed >= self.options.max_time:
             return f"--max-time={self.options.max_time:g} reached"
-        if self._quietly(lambda: self.presence.beat(None)):
-            self.flags.warm = True
-            self.flags.reason = "restart requested"
-            return self.flags.reason
-        return ""
+        self._heartbeat(None)
+        return self.flags.reason if self.flags.warm else ""
 
     def _reserve_next(self) -> ReservedJob | None:
         """The first available job, queues tried in the order given."""
@@ -153,8 +150,10 @@ class Worker:
         return None
 
     def _idle(self) -> None:
+        """Wait ``--sleep`` seconds, still answering signals and restarts."""
         deadline = time.monotonic() + self.options.sleep
         while time.monotonic() < deadline and not (self.flags.warm or self.flags.cold):
+            self._heartbeat(None)
             time.sleep(min(0.1, max(deadline - time.monotonic(), 0)))
 
     # -- one job -------------------------------------------------------------
@@ -175,7 +174,7 @@ class Worker:
         if outcome.status == "stopped":
             # A cold stop: the attempt did not finish, so put the job back
             # at once rather than making it wait out its lease.
-            self._with_database(lambda: self.store.release(job, 0))
+            self._with_database(lambda: self.store.release(job, 0, count=False))
             self._log("RELEASED", job, outcome, "stopped by a second SIGINT")
             return
 
@@ -259,8 +258,12 @@ class Worker:
 
     # -- helpers -------------------------------------------------------------
 
-    def _heartbeat(self, job_id: int) -> None:
-        self._quietly(lambda: self.presence.beat(job_id))
+    def _heartbeat(self, job_id: int | None) -> None:
+        """Keep the worker's row fresh; a restart request seen here stops the
+        worker after the job it runs."""
+        if self._quietly(lambda: self.presence.beat(job_id)) and not self.flags.warm:
+            self.flags.warm = True
+            self.flags.reason = "restart requested"
 
     def _log(
         self, status: str, job: ReservedJob, outcome: Outcome, detail: str = ""
@@ -300,7 +303,7 @@ class Worker:
                     raise
                 log.warning(
                     "database unreachable (%s); trying again in %.0f s",
-                    str(exc.orig).strip().splitlines()[0] if exc.orig else exc,
+                    _first_line(exc),
                     delay,
                     extra={"event": "database_unreachable"},
                 )
@@ -317,7 +320,16 @@ class Worker:
         try:
             return action()
         except DBAPIError as exc:
-            log.debug("heartbeat skipped: %s", exc)
+            if _is_connection_error(exc):
+                log.warning(
+                    "database unreachable (%s); the worker goes on and reconnects",
+                    _first_line(exc),
+                    extra={"event": "database_unreachable"},
+                )
+            else:
+                log.exception(
+                    "bookkeeping failed", extra={"event": "bookkeeping_failed"}
+                )
             return None
 
 
@@ -329,6 +341,11 @@ def _job_name(job: ReservedJob) -> str:
         return Payload.decode(job.payload).job
     except Exception:
         return "?"
+
+
+def _first_line(exc: DBAPIError) -> str:
+    text = str(exc.orig if exc.orig is not None else exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _is_connection_error(exc: DBAPIError) -> bool:

@@ -23,34 +23,49 @@ class Presence:
         self.id = secrets.token_hex(16)
         self.queues = queues
         self._last_beat = 0.0
+        self._stop_requested = False
 
     def register(self) -> None:
+        """Add this worker's row, first removing rows silent for a day.
+
+        Apart, and retried, because on MySQL/MariaDB the delete's gap locks
+        can deadlock with another worker registering at the same moment.
+        """
         now = self.store.now()
-        with self.store.engine.begin() as connection:
-            connection.execute(
-                sa.delete(self.table).where(
-                    self.table.c.heartbeat_at < now - STALE_SECONDS
-                )
+        table = self.table
+        self._retry_deadlocks(
+            sa.delete(table).where(table.c.heartbeat_at < now - STALE_SECONDS)
+        )
+        self._retry_deadlocks(
+            sa.insert(table).values(
+                id=self.id,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                queues=",".join(self.queues),
+                started_at=now,
+                heartbeat_at=now,
+                current_job=None,
+                stop_requested=False,
             )
-            connection.execute(
-                sa.insert(self.table).values(
-                    id=self.id,
-                    host=socket.gethostname(),
-                    pid=os.getpid(),
-                    queues=",".join(self.queues),
-                    started_at=now,
-                    heartbeat_at=now,
-                    current_job=None,
-                    stop_requested=False,
-                )
-            )
+        )
         self._last_beat = time.monotonic()
+
+    def _retry_deadlocks(self, statement: sa.Executable, attempts: int = 5) -> None:
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.store.engine.begin() as connection:
+                    connection.execute(statement)
+                return
+            except sa.exc.OperationalError:
+                if attempt == attempts:
+                    raise
+                time.sleep(0.05 * attempt)
 
     def beat(self, current_job: int | None, *, every: float = 1.0) -> bool:
         """Record that the worker is alive (at most every ``every`` seconds);
         returns whether it was asked to stop."""
-        if time.monotonic() - self._last_beat < every:
-            return False
+        if self._stop_requested or time.monotonic() - self._last_beat < every:
+            return self._stop_requested
         self._last_beat = time.monotonic()
         with self.store.engine.begin() as connection:
             connection.execute(
@@ -61,7 +76,8 @@ class Presence:
             stop = connection.execute(
                 sa.select(self.table.c.stop_requested).where(self.table.c.id == self.id)
             ).scalar()
-        return bool(stop)
+        self._stop_requested = bool(stop)
+        return self._stop_requested
 
     def deregister(self) -> None:
         with self.store.engine.begin() as connection:
