@@ -4,13 +4,15 @@ tests; the Click layer only parses options and renders what these return."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from conveyor.config import CONFIG_FILE, Settings
 from conveyor.db import create_engine
-from conveyor.drivers.database import DatabaseStore
-from conveyor.drivers.tables import queue_tables
 from conveyor.migrations.generator import make_migration
 from conveyor.migrations.runner import Migrator, StepListener
+
+if TYPE_CHECKING:
+    from conveyor.drivers.database import DatabaseStore
 
 __all__ = ["init_project", "make_migration", "open_migrator", "open_store"]
 
@@ -82,6 +84,10 @@ def open_migrator(
 
 def open_store(settings: Settings) -> DatabaseStore:
     """The job store of the configured database."""
+    # Imported here so migration commands never load the queue.
+    from conveyor.drivers.database import DatabaseStore
+    from conveyor.drivers.tables import queue_tables
+
     return DatabaseStore(
         create_engine(settings.database_url),
         queue_tables(settings.queue),
