@@ -11,6 +11,7 @@ transaction that later wants to write can fail instead of waiting.
 from __future__ import annotations
 
 import importlib.util
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -92,7 +93,7 @@ def create_engine(raw_url: str, *, busy_timeout: float = 30.0) -> Engine:
             "which is not installed"
         ) from exc
     if family == "sqlite":
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, busy_timeout)
     return engine
 
 
@@ -106,7 +107,7 @@ def _require_driver(url: URL) -> None:
             )
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, busy_timeout: float) -> None:
     in_memory = engine.url.database in (None, "", ":memory:")
 
     @sa.event.listens_for(engine, "connect")
@@ -116,12 +117,31 @@ def _configure_sqlite(engine: Engine) -> None:
         # DDL" in SQLAlchemy's SQLite dialect documentation.
         dbapi_connection.isolation_level = None
         if not in_memory:
-            dbapi_connection.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(dbapi_connection, busy_timeout)
 
     @sa.event.listens_for(engine, "begin")
     def on_begin(connection: Connection) -> None:
         mode = connection.get_execution_options().get(SQLITE_BEGIN, "IMMEDIATE")
         connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _enable_wal(dbapi_connection: Any, busy_timeout: float) -> None:
+    """Switch the file to WAL mode (a no-op once it is in it).
+
+    The switch needs a lock that SQLite does not wait for through the busy
+    timeout: two processes opening a new file at once can see "database is
+    locked" here, so wait for it ourselves."""
+    import sqlite3  # only SQLite engines get here
+
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            dbapi_connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def family_of(engine_or_connection: Engine | Connection) -> Family:
