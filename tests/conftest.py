@@ -20,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from conveyor.db import create_engine
+from helpers import Spawn, WorkerProcess, start_worker, write_demo_app
 
 SERVER_URLS = {
     "postgresql": os.environ.get(
@@ -123,9 +124,28 @@ def engine(database_url: str) -> Iterator[sa.Engine]:
     engine.dispose()
 
 
-def table_names(engine: sa.Engine) -> set[str]:
-    """The tables of the test's database, lower-cased, leaving out the table
-    of unfinished attempts that MySQL and MariaDB keep beside ``migrations``."""
-    with engine.connect() as connection:
-        names = {name.lower() for name in sa.inspect(connection).get_table_names()}
-    return names - {"migrations_attempts"}
+@pytest.fixture
+def app(tmp_path: Path) -> Path:
+    """An application folder with the jobs of ``helpers.DEMO_JOBS``."""
+    return write_demo_app(tmp_path)
+
+
+@pytest.fixture
+def spawn(app: Path, database_url: str) -> Iterator[Spawn]:
+    """Start workers in ``app``: ``spawn(*options, url=..., env=...)``; each
+    is killed, with its group, at the end."""
+    started: list[WorkerProcess] = []
+
+    def start(
+        *options: str, url: str = database_url, env: dict[str, str] | None = None
+    ) -> WorkerProcess:
+        log_path = app / f"worker-{len(started) + 1}.log"
+        worker = start_worker(app, url, options, log_path, env)
+        started.append(worker)
+        return worker
+
+    try:
+        yield start
+    finally:
+        for worker in started:
+            worker.kill()

@@ -33,7 +33,16 @@ CONFIG_FILE = "conveyor.toml"
 
 _TOP_LEVEL_KEYS = {"database_url", "migrations", "jobs", "queue"}
 _MIGRATION_KEYS = {"path", "table", "lock_timeout"}
-_QUEUE_KEYS = {"default", "retry_after", "table", "failed_table", "workers_table"}
+_QUEUE_KEYS = {
+    "default",
+    "retry_after",
+    "heartbeat_timeout",
+    "max_crashes",
+    "max_clock_skew",
+    "table",
+    "failed_table",
+    "workers_table",
+}
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,16 @@ class QueueSettings:
     #: Seconds after which a reserved job whose worker went silent is handed
     #: out again; must exceed every job's timeout.
     retry_after: int = 90
+    #: Seconds without a heartbeat after which a worker is presumed dead and
+    #: the jobs it holds are released at once, without waiting out
+    #: ``retry_after``.
+    heartbeat_timeout: int = 30
+    #: Deaths of its worker (a signal, an exit, a lost host) a job may cause
+    #: before it is failed as poison; 0 for no limit.
+    max_crashes: int = 3
+    #: Seconds the worker's clock may differ from the database server's
+    #: before the worker warns at start.
+    max_clock_skew: int = 5
     table: str = "jobs"
     failed_table: str = "failed_jobs"
     workers_table: str = "job_workers"
@@ -160,6 +179,9 @@ def settings_from_mapping(
         queue=QueueSettings(
             default=_string(queue_raw, "default", "default", queue_where),
             retry_after=int(_number(queue_raw, "retry_after", 90, queue_where)),
+            heartbeat_timeout=_heartbeat_timeout(queue_raw, queue_where),
+            max_crashes=_count(queue_raw, "max_crashes", 3, queue_where),
+            max_clock_skew=int(_number(queue_raw, "max_clock_skew", 5, queue_where)),
             table=_string(queue_raw, "table", "jobs", queue_where),
             failed_table=_string(queue_raw, "failed_table", "failed_jobs", queue_where),
             workers_table=_string(
@@ -182,6 +204,22 @@ def _job_sources(value: Any, where: str) -> tuple[str, ...]:
             f"{where}: 'jobs' must be a folder or package name, or a list of them"
         )
     return tuple(values)
+
+
+def _heartbeat_timeout(raw: Mapping[str, Any], where: str) -> int:
+    # Workers beat about once a second; a limit of a few seconds would call
+    # a worker dead for one slow query.
+    value = int(_number(raw, "heartbeat_timeout", 30, where))
+    if value < 5:
+        raise ConfigError(f"{where}: 'heartbeat_timeout' must be 5 seconds or more")
+    return value
+
+
+def _count(raw: Mapping[str, Any], key: str, default: int, where: str) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{where}: '{key}' must be a whole number, 0 or more")
+    return value
 
 
 def _reject_unknown(raw: Mapping[str, Any], known: set[str], where: str) -> None:

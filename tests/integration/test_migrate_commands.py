@@ -7,31 +7,19 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from conftest import table_names
-from helpers import run_cli, table_migration, write_migration
-
-
-def make_app(root: Path, tables: list[str], *, start: int = 0) -> Path:
-    folder = root / "migrations"
-    for offset, table in enumerate(tables, start=start):
-        write_migration(
-            folder, f"2024_01_01_{offset:06d}_create_{table}", table_migration(table)
-        )
-    return folder
-
-
-def batches(engine: sa.Engine) -> list[tuple[str, int]]:
-    with engine.connect() as connection:
-        rows = connection.execute(
-            sa.text("SELECT migration, batch FROM migrations ORDER BY id")
-        )
-        return [(row[0][18:], row[1]) for row in rows]
+from helpers import (
+    batches,
+    run_cli,
+    table_names,
+    write_migration,
+    write_table_migrations,
+)
 
 
 def test_migrate_runs_pending_files_in_name_order_as_one_batch(
     tmp_path: Path, database_url: str, engine: sa.Engine
 ) -> None:
-    make_app(tmp_path, ["alpha", "beta", "gamma"])
+    write_table_migrations(tmp_path, ["alpha", "beta", "gamma"])
 
     result = run_cli(["migrate"], cwd=tmp_path, database_url=database_url)
 
@@ -54,7 +42,7 @@ def test_migrate_runs_pending_files_in_name_order_as_one_batch(
 def test_migrate_with_nothing_pending_says_so(
     tmp_path: Path, database_url: str
 ) -> None:
-    make_app(tmp_path, ["alpha"])
+    write_table_migrations(tmp_path, ["alpha"])
     run_cli(["migrate"], cwd=tmp_path, database_url=database_url)
 
     result = run_cli(["migrate"], cwd=tmp_path, database_url=database_url)
@@ -66,7 +54,7 @@ def test_migrate_with_nothing_pending_says_so(
 def test_step_gives_each_migration_its_own_batch(
     tmp_path: Path, database_url: str, engine: sa.Engine
 ) -> None:
-    make_app(tmp_path, ["alpha", "beta"])
+    write_table_migrations(tmp_path, ["alpha", "beta"])
 
     result = run_cli(["migrate", "--step"], cwd=tmp_path, database_url=database_url)
 
@@ -77,7 +65,7 @@ def test_step_gives_each_migration_its_own_batch(
 def test_pretend_prints_sql_and_changes_nothing(
     tmp_path: Path, database_url: str, engine: sa.Engine
 ) -> None:
-    make_app(tmp_path, ["alpha"])
+    write_table_migrations(tmp_path, ["alpha"])
     write_migration(
         tmp_path / "migrations",
         "2024_01_01_000009_seed_alpha",
@@ -107,9 +95,9 @@ def test_pretend_prints_sql_and_changes_nothing(
 def test_status_lists_ran_and_pending_with_batches(
     tmp_path: Path, database_url: str
 ) -> None:
-    make_app(tmp_path, ["alpha"])
+    write_table_migrations(tmp_path, ["alpha"])
     run_cli(["migrate"], cwd=tmp_path, database_url=database_url)
-    make_app(tmp_path, ["beta"], start=1)
+    write_table_migrations(tmp_path, ["beta"], start=1)
 
     result = run_cli(["migrate", "status"], cwd=tmp_path, database_url=database_url)
 
@@ -126,7 +114,7 @@ def test_status_lists_ran_and_pending_with_batches(
 def test_status_flags_a_file_edited_after_it_ran(
     tmp_path: Path, database_url: str
 ) -> None:
-    folder = make_app(tmp_path, ["alpha", "beta"])
+    folder = write_table_migrations(tmp_path, ["alpha", "beta"])
     run_cli(["migrate"], cwd=tmp_path, database_url=database_url)
     edited = folder / "2024_01_01_000001_create_beta.py"
     edited.write_text(edited.read_text() + "\n# a later change\n")
@@ -145,51 +133,10 @@ def test_status_flags_a_file_edited_after_it_ran(
     assert "edited" not in lines["create_alpha"]
 
 
-def test_rollback_undoes_the_last_batch_then_steps_count_files(
-    tmp_path: Path, database_url: str, engine: sa.Engine
-) -> None:
-    """Case M04: rollback undoes a batch; --step=N undoes N files."""
-    make_app(tmp_path, ["a1", "a2", "a3"])
-    run_cli(["migrate"], cwd=tmp_path, database_url=database_url)
-    make_app(tmp_path, ["b1", "b2"], start=3)
-    run_cli(["migrate"], cwd=tmp_path, database_url=database_url)
-
-    result = run_cli(["migrate", "rollback"], cwd=tmp_path, database_url=database_url)
-    assert result.exit_code == 0, result.output
-    assert [line.split()[2][18:] for line in result.stdout.splitlines()] == [
-        "create_b2",
-        "create_b1",
-    ]
-    assert batches(engine) == [("create_a1", 1), ("create_a2", 1), ("create_a3", 1)]
-    assert not {"b1", "b2"} & table_names(engine)
-
-    run_cli(["migrate"], cwd=tmp_path, database_url=database_url)
-    assert [b for _, b in batches(engine)] == [1, 1, 1, 2, 2]
-
-    result = run_cli(
-        ["migrate", "rollback", "--step=1"], cwd=tmp_path, database_url=database_url
-    )
-    assert result.exit_code == 0, result.output
-    assert [m for m, _ in batches(engine)] == [
-        "create_a1",
-        "create_a2",
-        "create_a3",
-        "create_b1",
-    ]
-    assert "b2" not in table_names(engine)
-
-    result = run_cli(
-        ["migrate", "rollback", "--step=99"], cwd=tmp_path, database_url=database_url
-    )
-    assert result.exit_code == 0, result.output
-    assert batches(engine) == []
-    assert table_names(engine) == {"migrations"}
-
-
 def test_reset_undoes_everything_newest_first(
     tmp_path: Path, database_url: str, engine: sa.Engine
 ) -> None:
-    make_app(tmp_path, ["alpha", "beta"])
+    write_table_migrations(tmp_path, ["alpha", "beta"])
     run_cli(["migrate", "--step"], cwd=tmp_path, database_url=database_url)
 
     result = run_cli(["migrate", "reset"], cwd=tmp_path, database_url=database_url)
@@ -204,7 +151,7 @@ def test_reset_undoes_everything_newest_first(
 def test_refresh_rolls_back_then_migrates(
     tmp_path: Path, database_url: str, engine: sa.Engine
 ) -> None:
-    make_app(tmp_path, ["alpha", "beta"])
+    write_table_migrations(tmp_path, ["alpha", "beta"])
     run_cli(["migrate", "--step"], cwd=tmp_path, database_url=database_url)
     with engine.begin() as connection:
         connection.execute(sa.text("INSERT INTO alpha (id, name) VALUES (1, 'x')"))
@@ -225,7 +172,7 @@ def test_refresh_rolls_back_then_migrates(
 def test_fresh_drops_every_table_and_migrates(
     tmp_path: Path, database_url: str, engine: sa.Engine
 ) -> None:
-    make_app(tmp_path, ["alpha"])
+    write_table_migrations(tmp_path, ["alpha"])
     run_cli(["migrate"], cwd=tmp_path, database_url=database_url)
     with engine.begin() as connection:
         connection.execute(sa.text("CREATE TABLE stray (id INTEGER PRIMARY KEY)"))
@@ -261,7 +208,7 @@ def test_table_name_comes_from_the_settings(
     tmp_path: Path, database_url: str, engine: sa.Engine
 ) -> None:
     (tmp_path / "conveyor.toml").write_text('[migrations]\ntable = "schema_log"\n')
-    make_app(tmp_path, ["alpha"])
+    write_table_migrations(tmp_path, ["alpha"])
 
     result = run_cli(["migrate"], cwd=tmp_path, database_url=database_url)
 
@@ -273,7 +220,7 @@ def test_table_name_comes_from_the_settings(
 def test_raw_sql_and_scripts_reach_the_database(
     tmp_path: Path, database_url: str, engine: sa.Engine
 ) -> None:
-    folder = make_app(tmp_path, ["notes"])
+    folder = write_table_migrations(tmp_path, ["notes"])
     (folder / "seed.sql").write_text(
         "-- rows with semicolons and percent signs inside strings\n"
         "INSERT INTO notes (id, name) VALUES (1, 'a;b');\n"
@@ -325,7 +272,7 @@ def test_raw_sql_and_scripts_reach_the_database(
 def test_batch_alter_table_works_everywhere(
     tmp_path: Path, database_url: str, engine: sa.Engine
 ) -> None:
-    folder = make_app(tmp_path, ["people"])
+    folder = write_table_migrations(tmp_path, ["people"])
     write_migration(
         folder,
         "2024_01_01_000005_add_email_to_people_table",
@@ -374,7 +321,7 @@ def test_batch_alter_table_works_everywhere(
 def test_rollback_pretend_prints_down_sql_and_changes_nothing(
     tmp_path: Path, database_url: str, engine: sa.Engine
 ) -> None:
-    make_app(tmp_path, ["alpha", "beta"])
+    write_table_migrations(tmp_path, ["alpha", "beta"])
     run_cli(["migrate"], cwd=tmp_path, database_url=database_url)
 
     result = run_cli(
@@ -407,13 +354,3 @@ def test_init_then_make_then_migrate(tmp_path: Path, database_url: str) -> None:
     result = run_cli(["migrate"], cwd=tmp_path, database_url=database_url)
     assert result.exit_code == 0, result.output
     assert "create_users_table ... " in result.stdout
-
-
-def test_skipped_files_are_named_by_migrate(tmp_path: Path, database_url: str) -> None:
-    make_app(tmp_path, ["alpha"])
-    (tmp_path / "migrations" / "notes.txt").write_text("todo")
-
-    result = run_cli(["migrate"], cwd=tmp_path, database_url=database_url)
-
-    assert result.exit_code == 0
-    assert "notes.txt: skipped, not named like a migration" in result.stderr

@@ -1,26 +1,23 @@
 """Pushing jobs on every database: push, push_on, later and bulk, the rows
 they write, data JSON cannot hold, hostile names and data, and
-``conveyor queue push``."""
+``conveyor queue push``. Due times (Q04), text (Q07) and data JSON cannot
+hold (Q08) are in ``tests/cases``."""
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import math
 import time
 import uuid
 from collections.abc import Iterator
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from conftest import table_names
 from conveyor import Job, Queue
-from conveyor.exceptions import PayloadError, QueueError
-from helpers import recorded, rows, run_cli, work, write_jobs
+from conveyor.exceptions import QueueError
+from helpers import payload_of, recorded, rows, run_cli, table_names, work, write_jobs
 
 
 class SendMail(Job):
@@ -37,11 +34,6 @@ def queue(database_url: str) -> Iterator[Queue]:
     client = Queue(database_url)
     yield client
     client.close()
-
-
-def payload_of(row: dict[str, Any]) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads(row["payload"])
-    return body
 
 
 # -- push, push_on, bulk -----------------------------------------------------
@@ -149,140 +141,7 @@ def test_bulk_of_no_items_stores_nothing(queue: Queue, engine: sa.Engine) -> Non
     assert rows(engine, "jobs") == []
 
 
-def test_bulk_with_one_refused_item_stores_none_of_them(
-    queue: Queue, engine: sa.Engine
-) -> None:
-    """One item JSON cannot hold refuses the whole bulk: no row is stored."""
-    queue.push("Resize", 0)
-
-    with pytest.raises(PayloadError, match="when"):
-        queue.bulk("Resize", [{"n": 1}, {"when": dt.date(2024, 1, 1)}, {"n": 3}])
-
-    assert len(rows(engine, "jobs")) == 1
-
-
-# -- data JSON cannot hold ---------------------------------------------------
-
-
-REFUSED = {
-    "datetime": ({"when": dt.datetime(2024, 5, 1, 12, 0)}, ["when", "datetime"]),
-    "decimal": ({"price": Decimal("9.99")}, ["price", "Decimal"]),
-    "bytes": ({"blob": b"\x00\x01"}, ["blob", "bytes"]),
-    "set": ({"tags": {"a", "b"}}, ["tags", "set"]),
-    "nan": ({"ratio": float("nan")}, ["ratio", "nan"]),
-    "infinity": ({"limit": float("inf")}, ["limit", "inf"]),
-    "lone surrogate": ({"name": "ok \ud800 not"}, ["name", "surrogate"]),
-    "int key": ({"outer": {1: "one"}}, ["outer", "1"]),
-    "nested": ({"items": [1, {"at": dt.time(9, 30)}]}, ["items", "[1]", "at"]),
-}
-
-
-def test_data_json_cannot_hold_is_refused_naming_the_key(
-    queue: Queue, engine: sa.Engine
-) -> None:
-    """push() refuses datetimes, decimals, bytes, sets, NaN, infinity, lone
-    surrogates and non-string keys, at any depth, with a one-line error
-    naming the key and what is wrong with it; nothing is stored."""
-    queue.push("SendInvoice", {"fine": True})
-
-    for case, (data, named) in REFUSED.items():
-        with pytest.raises(PayloadError) as raised:
-            queue.push("SendInvoice", data)
-        message = str(raised.value)
-        assert all(word in message for word in named), (case, message)
-        assert len(message.splitlines()) == 1, (case, message)
-
-    assert [payload_of(row)["data"] for row in rows(engine, "jobs")] == [{"fine": True}]
-
-
-# -- later ---------------------------------------------------------------------
-
-
-def test_later_makes_the_job_due_after_the_delay_rounded_up(
-    queue: Queue, engine: sa.Engine
-) -> None:
-    """later(delay) with seconds (int or float) or a timedelta stores
-    available_at = now + delay rounded up to the next whole second: never
-    earlier than asked."""
-    delays: list[float | dt.timedelta] = [
-        30,
-        2.5,
-        dt.timedelta(minutes=2),
-        dt.timedelta(seconds=0.2),
-    ]
-    bounds = {}
-    for delay in delays:
-        seconds = delay.total_seconds() if isinstance(delay, dt.timedelta) else delay
-        before = time.time()
-        job_id = queue.later(delay, "SendReminder", {"user": 3})
-        after = time.time()
-        bounds[job_id] = (math.ceil(before + seconds), math.ceil(after + seconds))
-
-    stored = rows(engine, "jobs")
-    assert [row["id"] for row in stored] == list(bounds)
-    for row in stored:
-        low, high = bounds[row["id"]]
-        assert low <= row["available_at"] <= high, row
-        assert row["attempts"] == 0
-
-
-def test_later_with_an_aware_datetime_is_due_at_that_moment(
-    queue: Queue, engine: sa.Engine
-) -> None:
-    """An aware datetime is due at that instant, whatever its time zone
-    (rounded up to the whole second)."""
-    india = dt.timezone(dt.timedelta(hours=5, minutes=30))
-    due = [
-        dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=90.4),
-        dt.datetime.now(india) + dt.timedelta(seconds=90.4),
-    ]
-
-    for moment in due:
-        queue.later(moment, "SendReminder", None)
-
-    assert [row["available_at"] for row in rows(engine, "jobs")] == [
-        math.ceil(moment.timestamp()) for moment in due
-    ]
-
-
-def test_later_refuses_a_naive_datetime_and_stores_nothing(
-    queue: Queue, engine: sa.Engine
-) -> None:
-    """A naive datetime is refused (its time zone would be a guess) and no
-    row is written."""
-    queue.push("SendReminder", "kept")
-
-    with pytest.raises(QueueError, match="naive"):
-        queue.later(dt.datetime.now() + dt.timedelta(minutes=5), "SendReminder", 1)
-
-    assert [payload_of(row)["data"] for row in rows(engine, "jobs")] == ["kept"]
-
-
 # -- text and hostile input ---------------------------------------------------
-
-
-NON_ASCII = {
-    "name": "Zoë Ålberg 名前 🚀",
-    "Ключ": ["ß", "é\u0301", "\u200b", "🇸🇪"],
-    "note": "tab\there\nnew line",
-}
-
-
-def test_non_ascii_data_round_trips_through_a_worker(
-    tmp_path: Path, database_url: str, queue: Queue, engine: sa.Engine
-) -> None:
-    """Accents, CJK, emoji and combining characters reach the job exactly as
-    pushed, on every database."""
-    write_jobs(tmp_path, "app")
-    queue.push("Record", NON_ASCII)
-    [row] = rows(engine, "jobs")
-    assert payload_of(row)["data"] == NON_ASCII
-
-    result = work(tmp_path, database_url)
-
-    assert result.exit_code == 0, result.output
-    assert [run["data"] for run in recorded(tmp_path)] == [NON_ASCII]
-    assert rows(engine, "jobs") == []
 
 
 HOSTILE_QUEUES = [

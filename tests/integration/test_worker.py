@@ -1,14 +1,13 @@
 """``conveyor queue work`` on every database, run in-process the way a user
 runs it, with job classes written into the application's ``jobs/`` folder;
 and the tooling around failed jobs: failed, show, retry, forget, flush,
-clear, status and workers."""
+clear, status and workers. The failure cases (Q01 to Q10) are in
+``tests/cases``."""
 
 from __future__ import annotations
 
 import json
 import math
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,17 @@ import pytest
 import sqlalchemy as sa
 
 from conveyor import Queue
-from helpers import recorded, rows, run_cli, work, write_jobs
+from helpers import (
+    failed_by_job,
+    make_due,
+    queue_cli,
+    recorded,
+    rows,
+    run_cli,
+    steps,
+    work,
+    write_jobs,
+)
 
 
 @pytest.fixture
@@ -42,32 +51,6 @@ def insert_job(engine: sa.Engine, payload: str) -> None:
             ),
             {"payload": payload, "now": now},
         )
-
-
-def make_due(engine: sa.Engine) -> None:
-    """Make every waiting job due now, instead of sleeping until it is."""
-    with engine.begin() as connection:
-        connection.execute(
-            sa.text("UPDATE jobs SET available_at = :now"), {"now": int(time.time())}
-        )
-
-
-def steps(root: Path, *fields: str) -> list[tuple[Any, ...]]:
-    """Each recorded run as a tuple of ``fields``."""
-    return [tuple(run.get(name) for name in fields) for run in recorded(root)]
-
-
-def failed_by_job(engine: sa.Engine) -> dict[str, dict[str, Any]]:
-    """The failed_jobs rows by the job name in their payload (or the payload
-    itself when it is not JSON)."""
-    found = {}
-    for row in rows(engine, "failed_jobs"):
-        try:
-            name = json.loads(row["payload"])["job"]
-        except ValueError:
-            name = row["payload"]
-        found[name] = row
-    return found
 
 
 # -- running jobs --------------------------------------------------------------
@@ -146,113 +129,6 @@ def test_a_job_can_push_another_job(
         ("Chain", "default", "start"),
         ("Record", "next", {"after": first}),
     ]
-
-
-# -- tries -------------------------------------------------------------------------
-
-
-def test_tries_3_runs_a_failing_job_3_times_then_stores_its_trace_q05(
-    tmp_path: Path, database_url: str, queue: Queue, engine: sa.Engine
-) -> None:
-    """Case Q05: ``--tries=3`` on a job that always raises runs it exactly 3
-    times, then moves it to failed_jobs: one row with its payload, its UUID,
-    its queue and the full traceback."""
-    write_jobs(tmp_path, "app")
-    job_id = queue.push("Boom", {"n": 1})
-    [pushed] = rows(engine, "jobs")
-    before = time.time()
-
-    result = work(tmp_path, database_url, "--tries", "3")
-
-    assert result.exit_code == 0, result.output
-    assert steps(tmp_path, "id", "attempt") == [(job_id, 1), (job_id, 2), (job_id, 3)]
-    assert rows(engine, "jobs") == []
-    [failed] = rows(engine, "failed_jobs")
-    assert failed["payload"] == pushed["payload"]
-    assert failed["uuid"] == json.loads(pushed["payload"])["uuid"]
-    assert failed["queue"] == "default"
-    assert failed["exception"].startswith("Traceback (most recent call last):")
-    assert 'raise ValueError(f"boom {data}")' in failed["exception"]
-    assert "ValueError: boom {'n': 1}" in failed["exception"]
-    assert int(before) <= failed["failed_at"] <= math.ceil(time.time())
-
-
-def test_tries_1_runs_a_failing_job_once_unless_its_class_asks_for_more(
-    tmp_path: Path, database_url: str, queue: Queue, engine: sa.Engine
-) -> None:
-    """``--tries=1`` gives a failing job exactly one run; a class with
-    ``tries = 3`` gets its 3 runs all the same."""
-    write_jobs(tmp_path, "app")
-    write_jobs(
-        tmp_path,
-        "thrice",
-        """
-        class Thrice(Job):
-            tries = 3
-
-            def handle(self, data):
-                record(self, data=data)
-                raise RuntimeError("again")
-        """,
-    )
-    queue.push("Boom", "once")
-    queue.push("Thrice", "thrice")
-
-    result = work(tmp_path, database_url, "--tries", "1")
-
-    assert result.exit_code == 0, result.output
-    assert steps(tmp_path, "job", "attempt") == [
-        ("Boom", 1),
-        ("Thrice", 1),
-        ("Thrice", 2),
-        ("Thrice", 3),
-    ]
-    assert sorted(failed_by_job(engine)) == ["Boom", "Thrice"]
-    assert rows(engine, "jobs") == []
-
-
-def test_tries_0_retries_without_limit_unless_the_class_sets_one(
-    tmp_path: Path, database_url: str, queue: Queue, engine: sa.Engine
-) -> None:
-    """``--tries=0`` retries a job as often as it fails (here until it
-    succeeds on its 5th attempt), while a class with ``tries = 2`` still
-    stops after 2."""
-    write_jobs(
-        tmp_path,
-        "app",
-        """
-        class Stubborn(Job):
-            def handle(self, data):
-                record(self, data=data)
-                if self.context.attempt < 5:
-                    raise ValueError("not yet")
-
-
-        class Limited(Job):
-            tries = 2
-
-            def handle(self, data):
-                record(self, data=data)
-                raise ValueError("never")
-        """,
-    )
-    queue.push("Stubborn", None)
-    queue.push("Limited", None)
-
-    result = work(tmp_path, database_url, "--tries", "0")
-
-    assert result.exit_code == 0, result.output
-    assert steps(tmp_path, "job", "attempt") == [
-        ("Stubborn", 1),
-        ("Stubborn", 2),
-        ("Stubborn", 3),
-        ("Stubborn", 4),
-        ("Stubborn", 5),
-        ("Limited", 1),
-        ("Limited", 2),
-    ]
-    assert list(failed_by_job(engine)) == ["Limited"]
-    assert rows(engine, "jobs") == []
 
 
 # -- backoff and release ------------------------------------------------------------
@@ -468,115 +344,7 @@ def test_unknown_jobs_and_malformed_rows_fail_clearly_and_the_worker_goes_on(
     assert "not valid JSON" in failed["{broken"]["exception"]
 
 
-def test_unprintable_errors_and_raising_failed_hooks_leave_one_failed_row_q06(
-    tmp_path: Path, database_url: str, queue: Queue, engine: sa.Engine
-) -> None:
-    """Case Q06: a job raising an exception whose ``__str__`` raises, and a
-    job whose ``failed()`` raises, each leave exactly one failed_jobs row
-    naming what went wrong, and the worker runs the next job."""
-    write_jobs(tmp_path, "app")
-    write_jobs(
-        tmp_path,
-        "hostile",
-        """
-        class Unprintable(Exception):
-            def __str__(self):
-                raise RuntimeError("no text for you")
-
-
-        class BadMessage(Job):
-            def handle(self, data):
-                record(self, step="handle")
-                raise Unprintable()
-
-
-        class BadHook(Job):
-            def handle(self, data):
-                record(self, step="handle")
-                raise ValueError("handle failed")
-
-            def failed(self, data, error):
-                record(self, step="failed")
-                raise RuntimeError("failed() failed too")
-        """,
-    )
-    queue.push("BadMessage", None)
-    queue.push("BadHook", None)
-    queue.push("Record", "after")
-
-    result = work(tmp_path, database_url, "--tries", "2")
-
-    assert result.exit_code == 0, result.output
-    assert steps(tmp_path, "job", "step") == [
-        ("BadMessage", "handle"),
-        ("BadMessage", "handle"),
-        ("BadHook", "handle"),
-        ("BadHook", "handle"),
-        ("BadHook", "failed"),
-        ("Record", None),
-    ]
-    failed = failed_by_job(engine)
-    assert sorted(failed) == ["BadHook", "BadMessage"]
-    assert len(rows(engine, "failed_jobs")) == 2
-    assert "Unprintable" in failed["BadMessage"]["exception"]
-    assert "ValueError: handle failed" in failed["BadHook"]["exception"]
-    assert rows(engine, "jobs") == []
-
-
-def test_an_error_message_with_a_lone_surrogate_is_still_recorded(
-    tmp_path: Path, database_url: str, queue: Queue, engine: sa.Engine
-) -> None:
-    """An exception whose message holds a lone surrogate (say, a filename
-    decoded with surrogateescape) leaves one failed_jobs row naming the
-    exception and its message, and the worker runs the next job."""
-    write_jobs(tmp_path, "app")
-    write_jobs(
-        tmp_path,
-        "surrogate",
-        """
-        class BadBytes(Job):
-            def handle(self, data):
-                record(self)
-                raise ValueError("cannot open caf\\udce9.txt")
-        """,
-    )
-    queue.push("BadBytes", None)
-    queue.push("Record", "after")
-
-    result = work(tmp_path, database_url)
-
-    assert result.exit_code == 0, result.output
-    assert steps(tmp_path, "job") == [("BadBytes",), ("Record",)]
-    [failed] = rows(engine, "failed_jobs")
-    assert "ValueError: cannot open caf" in failed["exception"]
-
-
 # -- when to take a job, when to stop -------------------------------------------------
-
-
-def test_a_delayed_job_is_left_alone_until_it_is_due(
-    tmp_path: Path, database_url: str, queue: Queue, engine: sa.Engine
-) -> None:
-    """A job pushed with later(3) is left alone by a worker started at once,
-    and run by the next worker once its time has come (the row's due time
-    is moved to now rather than waiting 3 s)."""
-    write_jobs(tmp_path, "app")
-    queue.later(3, "Record", "late")
-
-    early = work(tmp_path, database_url)
-
-    assert early.exit_code == 0, early.output
-    assert recorded(tmp_path) == []
-    [row] = rows(engine, "jobs")
-    assert row["attempts"] == 0
-    assert row["reserved_at"] is None
-
-    make_due(engine)
-    due = work(tmp_path, database_url)
-
-    assert due.exit_code == 0, due.output
-    assert steps(tmp_path, "data") == [("late",)]
-    assert rows(engine, "jobs") == []
 
 
 def test_max_jobs_stops_the_worker_after_that_many(
@@ -609,118 +377,6 @@ def test_once_runs_a_single_job(
     assert result.exit_code == 0, result.output
     assert steps(tmp_path, "data") == [("a",)]
     assert len(rows(engine, "jobs")) == 1
-
-
-def test_a_timeout_not_below_retry_after_is_refused(
-    tmp_path: Path, database_url: str, queue: Queue, engine: sa.Engine
-) -> None:
-    """``--timeout`` at or above retry_after (90 s by default, or as set in
-    conveyor.toml) stops the worker before it takes a job: exit 1 and one
-    error line."""
-    write_jobs(tmp_path, "app")
-    queue.push("Record", "untouched")
-
-    for timeout in ["90", "91.5", "600"]:
-        result = work(tmp_path, database_url, "--timeout", timeout)
-        assert result.exit_code == 1, (timeout, result.output)
-        assert result.stderr.startswith("error: --timeout="), result.stderr
-        assert "retry_after" in result.stderr
-        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-
-    (tmp_path / "conveyor.toml").write_text("[queue]\nretry_after = 20\n")
-    result = work(tmp_path, database_url, "--timeout", "20")
-    assert result.exit_code == 1, result.output
-    assert "retry_after (20 s" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-
-    assert recorded(tmp_path) == []
-    assert len(rows(engine, "jobs")) == 1
-
-
-@pytest.fixture
-def silent_server() -> Iterator[int]:
-    """A TCP server on 127.0.0.1 that accepts connections and never answers;
-    its port."""
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(0.1)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                connection, _ = server.accept()
-            except (TimeoutError, OSError):
-                continue
-            held.append(connection)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    thread.join(timeout=5)
-    for connection in held:
-        connection.close()
-    server.close()
-
-
-@pytest.mark.slow
-def test_a_job_past_its_timeout_is_stopped_and_the_next_job_runs_q09(
-    tmp_path: Path,
-    database_url: str,
-    queue: Queue,
-    engine: sa.Engine,
-    silent_server: int,
-) -> None:
-    """Case Q09: a job with ``timeout = 1`` busy in C code
-    (``sum(range(10**13))``), and one blocked reading a socket that never
-    answers, are each stopped after about a second and failed as a timed-out
-    attempt; the job after them still runs."""
-    write_jobs(tmp_path, "app")
-    write_jobs(
-        tmp_path,
-        "slow",
-        """
-        import socket
-
-
-        class Spin(Job):
-            timeout = 1
-
-            def handle(self, data):
-                record(self)
-                sum(range(10**13))
-
-
-        class Hang(Job):
-            timeout = 1
-
-            def handle(self, data):
-                record(self)
-                with socket.create_connection(("127.0.0.1", data["port"])) as peer:
-                    peer.recv(1)
-        """,
-    )
-    queue.push("Spin", None)
-    queue.push("Hang", {"port": silent_server})
-    queue.push("Record", "after")
-    started = time.monotonic()
-
-    result = work(tmp_path, database_url)
-
-    assert result.exit_code == 0, result.output
-    assert time.monotonic() - started < 20
-    assert steps(tmp_path, "job", "attempt") == [
-        ("Spin", 1),
-        ("Hang", 1),
-        ("Record", 1),
-    ]
-    failed = failed_by_job(engine)
-    assert sorted(failed) == ["Hang", "Spin"]
-    for row in failed.values():
-        assert "TimeoutError" in row["exception"]
-        assert "1 s" in row["exception"]
-    assert rows(engine, "jobs") == []
 
 
 # -- failed jobs ---------------------------------------------------------------------
@@ -759,10 +415,6 @@ def add_failed(
         )
     assert result.inserted_primary_key is not None
     return int(result.inserted_primary_key[0])
-
-
-def queue_cli(tmp_path: Path, database_url: str, *args: str) -> Any:
-    return run_cli(["queue", *args], cwd=tmp_path, database_url=database_url)
 
 
 def test_queue_failed_lists_failed_jobs_and_filters_by_queue(

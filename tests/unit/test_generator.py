@@ -64,17 +64,6 @@ def test_names_must_be_snake_case(tmp_path: Path, name: str) -> None:
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 
-def test_a_name_whose_class_exists_is_refused(tmp_path: Path) -> None:
-    """Case M03: making the same migration twice."""
-    first = make_migration(tmp_path, "add_flag_to_items", now=NOON)
-
-    with pytest.raises(MigrationFileError, match="already exists") as caught:
-        make_migration(tmp_path, "add_flag_to_items")
-
-    assert str(first) in str(caught.value)
-    assert len(list(tmp_path.iterdir())) == 1
-
-
 def test_create_and_table_together_are_refused(tmp_path: Path) -> None:
     with pytest.raises(MigrationFileError, match="not both"):
         make_migration(tmp_path, "x", create="a", table="b")

@@ -130,6 +130,14 @@ def _worker_logging(log_format: str) -> None:
     metavar="MB",
     help="Stop when the job process uses more memory than this.",
 )
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=0,
+    metavar="SECONDS",
+    help="After SIGTERM, stop the running job after this long and put it "
+    "back; 0: let it finish.",
+)
 @click.option("--stop-when-empty", is_flag=True, help="Stop when the queues are empty.")
 @click.option("--once", is_flag=True, help="Run at most one job, then stop.")
 @click.option(
@@ -151,6 +159,7 @@ def work_command(
     max_jobs: int,
     max_time: float,
     memory: int,
+    grace: float,
     stop_when_empty: bool,
     once: bool,
     log_format: str,
@@ -171,6 +180,7 @@ def work_command(
         max_jobs=max_jobs,
         max_time=max_time,
         memory=memory,
+        grace=grace,
         stop_when_empty=stop_when_empty,
         once=once,
     )

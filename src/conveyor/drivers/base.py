@@ -37,6 +37,8 @@ class ReservedJob:
     #: The lease token that delete, release and fail must present.
     reservation: str
     reserved_at: int
+    #: How many times a worker died while running it, before this attempt.
+    crashes: int = 0
 
 
 class JobStore(Protocol):

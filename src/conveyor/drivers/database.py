@@ -11,18 +11,26 @@ Reserving is one atomic step on every database:
 - SQLite: a select and an update inside one ``BEGIN IMMEDIATE`` transaction,
   which already excludes every other writer.
 
-A reservation carries a fresh token; delete, release and fail only act on the
-row while it still carries that token, so a worker whose lease ran out can
-never remove a job another worker now holds.
+MySQL before 8.0.1 and MariaDB before 10.6 have no ``SKIP LOCKED``: there the
+select takes a plain ``FOR UPDATE``, and workers queue up behind each
+other's claims instead of skipping them (slower, still one worker per job).
+
+A reservation carries a fresh token and the id of the worker that holds it;
+delete, release and fail only act on the row while it still carries that
+token, so a worker whose lease ran out can never remove a job another worker
+now holds. Every transaction that loses to another (a deadlock, a lock wait,
+"database is locked") is run again; see ``contention``.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import secrets
 import time
 import uuid as uuid_module
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -30,7 +38,9 @@ from sqlalchemy.engine import Connection, Engine
 
 from conveyor.db import family_of
 from conveyor.drivers.base import NewJob, ReservedJob
+from conveyor.drivers.contention import retry_contention
 from conveyor.drivers.tables import QueueTables
+from conveyor.exceptions import ConfigError
 
 Clock = Callable[[], float]
 
@@ -52,6 +62,7 @@ class DatabaseStore:
         self.clock = clock
         self.family = family_of(engine)
         self._tables_ready = False
+        self._skip_locked: bool | None = None
 
     def now(self) -> int:
         """The current whole second: what reservations compare due times to."""
@@ -72,6 +83,8 @@ class DatabaseStore:
         """
         if self._tables_ready:
             return
+        if self.family == "sqlite":
+            require_writable_sqlite(self.engine)
         for attempt in range(1, 6):
             try:
                 with self.engine.begin() as connection:
@@ -99,9 +112,13 @@ class DatabaseStore:
                 "attempts": 0,
                 "available_at": job.available_at,
                 "created_at": now,
+                "crashes": 0,
             }
             for job in jobs
         ]
+        return retry_contention(lambda: self._insert(rows), "push")
+
+    def _insert(self, rows: list[dict[str, Any]]) -> list[int]:
         table = self.tables.jobs
         with self.engine.begin() as connection:
             if self.engine.dialect.insert_executemany_returning_sort_by_parameter_order:
@@ -119,13 +136,44 @@ class DatabaseStore:
 
     # -- reserving -----------------------------------------------------------
 
-    def reserve(self, queue: str) -> ReservedJob | None:
+    def reserve(self, queue: str, holder: str = "") -> ReservedJob | None:
+        """Hand the oldest available job of ``queue`` to the worker
+        ``holder``; a job whose lease ran out counts one crash more."""
+        return retry_contention(lambda: self._reserve(queue, holder), "claim")
+
+    def _reserve(self, queue: str, holder: str) -> ReservedJob | None:
         now = self.now()
-        token = secrets.token_hex(16)
+        lease = _Lease(secrets.token_hex(16), holder or None, now)
         with self.engine.begin() as connection:
             if self.family == "postgresql":
-                return self._reserve_in_one_statement(connection, queue, now, token)
-            return self._reserve_by_id(connection, queue, now, token)
+                return self._reserve_in_one_statement(connection, queue, lease)
+            return self._reserve_by_id(connection, queue, lease)
+
+    @property
+    def skip_locked(self) -> bool:
+        """Whether the server can skip rows other claims have locked (asks
+        the server once)."""
+        if self._skip_locked is None:
+            with self.engine.connect():  # the dialect reads the version here
+                pass
+            self._skip_locked = supports_skip_locked(
+                self.family,
+                self.engine.dialect.server_version_info or (),
+                is_mariadb=bool(getattr(self.engine.dialect, "is_mariadb", False)),
+            )
+        return self._skip_locked
+
+    def server_time(self) -> float | None:
+        """The database server's clock, in epoch seconds; ``None`` for
+        SQLite, which has no clock of its own."""
+        query = {
+            "postgresql": "SELECT EXTRACT(EPOCH FROM clock_timestamp())",
+            "mysql": "SELECT UNIX_TIMESTAMP(NOW(6))",
+        }.get(self.family)
+        if query is None:
+            return None
+        with self.engine.connect() as connection:
+            return float(connection.exec_driver_sql(query).scalar_one())
 
     def _claimable(self, queue: str, now: int) -> sa.ColumnElement[bool]:
         jobs = self.tables.jobs
@@ -141,12 +189,12 @@ class DatabaseStore:
         )
 
     def _reserve_in_one_statement(
-        self, connection: Connection, queue: str, now: int, token: str
+        self, connection: Connection, queue: str, lease: _Lease
     ) -> ReservedJob | None:
         jobs = self.tables.jobs
         picked = (
             sa.select(jobs.c.id)
-            .where(self._claimable(queue, now))
+            .where(self._claimable(queue, lease.at))
             .order_by(jobs.c.id)
             .limit(1)
             .with_for_update(skip_locked=True)
@@ -155,35 +203,60 @@ class DatabaseStore:
         statement = (
             sa.update(jobs)
             .where(jobs.c.id == picked.c.id)
-            .values(reserved_at=now, reservation=token, attempts=jobs.c.attempts + 1)
-            .returning(jobs.c.id, jobs.c.queue, jobs.c.payload, jobs.c.attempts)
+            .values(
+                reserved_at=lease.at,
+                reservation=lease.token,
+                reserved_by=lease.holder,
+                attempts=jobs.c.attempts + 1,
+                # Still reserved means its lease ran out: its worker died.
+                crashes=jobs.c.crashes
+                + sa.case((jobs.c.reserved_at.is_(None), 0), else_=1),
+            )
+            .returning(
+                jobs.c.id, jobs.c.queue, jobs.c.payload, jobs.c.attempts, jobs.c.crashes
+            )
         )
         row = connection.execute(statement).first()
         if row is None:
             return None
-        return ReservedJob(row.id, row.queue, row.payload, row.attempts, token, now)
+        return lease.job(row.id, row.queue, row.payload, row.attempts, row.crashes)
 
     def _reserve_by_id(
-        self, connection: Connection, queue: str, now: int, token: str
+        self, connection: Connection, queue: str, lease: _Lease
     ) -> ReservedJob | None:
         jobs = self.tables.jobs
         select = (
-            sa.select(jobs.c.id, jobs.c.queue, jobs.c.payload, jobs.c.attempts)
-            .where(self._claimable(queue, now))
+            sa.select(
+                jobs.c.id,
+                jobs.c.queue,
+                jobs.c.payload,
+                jobs.c.attempts,
+                jobs.c.crashes,
+                jobs.c.reserved_at,
+            )
+            .where(self._claimable(queue, lease.at))
             .order_by(jobs.c.id)
             .limit(1)
         )
         if self.family == "mysql":
-            select = select.with_for_update(skip_locked=True)
+            select = select.with_for_update(skip_locked=self.skip_locked)
         row = connection.execute(select).first()
         if row is None:
             return None
+        # Still reserved means its lease ran out: its worker died.
+        crashes = row.crashes + (row.reserved_at is not None)
         connection.execute(
             sa.update(jobs)
             .where(jobs.c.id == row.id)
-            .values(reserved_at=now, reservation=token, attempts=row.attempts + 1)
+            .values(
+                reserved_at=lease.at,
+                reservation=lease.token,
+                reserved_by=lease.holder,
+                attempts=row.attempts + 1,
+                crashes=crashes,
+            )
         )
-        return ReservedJob(row.id, row.queue, row.payload, row.attempts + 1, token, now)
+        return lease.job(row.id, row.queue, row.payload, row.attempts + 1, crashes)
 
     # -- finishing -----------------------------------------------------------
 
@@ -192,39 +265,88 @@ class DatabaseStore:
         return sa.and_(jobs.c.id == job.id, jobs.c.reservation == job.reservation)
 
     def delete(self, job: ReservedJob) -> bool:
-        with self.engine.begin() as connection:
-            result = connection.execute(
-                sa.delete(self.tables.jobs).where(self._held(job))
-            )
-            return result.rowcount == 1
+        statement = sa.delete(self.tables.jobs).where(self._held(job))
+        return retry_contention(lambda: self._changes_one(statement), "delete")
 
-    def release(self, job: ReservedJob, delay: int, *, count: bool = True) -> bool:
+    def release(
+        self, job: ReservedJob, delay: int, *, count: bool = True, crashed: bool = False
+    ) -> bool:
         """Make the job available again in ``delay`` seconds; with ``count``
         false the attempt it was reserved for is not counted (it was stopped
-        by the worker's shutdown, not by anything the job did)."""
+        by the worker's shutdown, not by anything the job did); ``crashed``
+        counts a death of the job's process."""
         jobs = self.tables.jobs
         values: dict[str, Any] = {
             "reserved_at": None,
             "reservation": None,
+            "reserved_by": None,
             "available_at": self.due_in(delay),
         }
         if not count:
             values["attempts"] = jobs.c.attempts - 1
+        if crashed:
+            values["crashes"] = jobs.c.crashes + 1
+        statement = sa.update(jobs).where(self._held(job)).values(values)
+        return retry_contention(lambda: self._changes_one(statement), "release")
+
+    def _changes_one(self, statement: sa.Executable) -> bool:
         with self.engine.begin() as connection:
-            statement = sa.update(jobs).where(self._held(job)).values(values)
-            return connection.execute(statement).rowcount == 1
+            return bool(connection.execute(statement).rowcount == 1)
+
+    def release_dead_workers(self, silent_for: int) -> list[DeadWorker]:
+        """Release at once the jobs held by workers silent for more than
+        ``silent_for`` seconds, counting a crash for each, and forget those
+        workers; who they were and how many jobs each held."""
+        return retry_contention(
+            lambda: self._release_dead_workers(silent_for), "release dead workers"
+        )
+
+    def _release_dead_workers(self, silent_for: int) -> list[DeadWorker]:
+        jobs, workers = self.tables.jobs, self.tables.workers
+        now = self.now()
+        with self.engine.begin() as connection:
+            dead = connection.execute(
+                sa.select(workers.c.id, workers.c.host, workers.c.pid)
+                .where(workers.c.heartbeat_at < now - silent_for)
+                .with_for_update()
+            ).all()
+            found = []
+            for worker in dead:
+                # Find its jobs without locking, then update them by id: on
+                # MySQL an UPDATE on the unindexed column would lock every
+                # row it scanned, and claims would skip the whole table.
+                held = connection.execute(
+                    sa.select(jobs.c.id).where(jobs.c.reserved_by == worker.id)
+                ).scalars()
+                released = connection.execute(
+                    sa.update(jobs)
+                    .where(jobs.c.id.in_(list(held)), jobs.c.reserved_by == worker.id)
+                    .values(
+                        reserved_at=None,
+                        reservation=None,
+                        reserved_by=None,
+                        available_at=now,
+                        crashes=jobs.c.crashes + 1,
+                    )
+                )
+                connection.execute(sa.delete(workers).where(workers.c.id == worker.id))
+                found.append(DeadWorker(worker.host, worker.pid, released.rowcount))
+            return found
 
     def fail(self, job: ReservedJob, exception: str, uuid: str) -> bool:
         """Move the job to ``failed_jobs`` under ``uuid``, or a fresh uuid
         when that one is unusable (missing, too long, or taken by a row
         written by hand)."""
-        failed = self.tables.failed
         row = {
             "queue": job.queue,
             "payload": job.payload,
             "exception": exception,
             "failed_at": self.now(),
         }
+        return retry_contention(lambda: self._move_to_failed(job, row, uuid), "fail")
+
+    def _move_to_failed(self, job: ReservedJob, row: dict[str, Any], uuid: str) -> bool:
+        failed = self.tables.failed
         with self.engine.begin() as connection:
             deleted = connection.execute(
                 sa.delete(self.tables.jobs).where(self._held(job))
@@ -242,6 +364,88 @@ class DatabaseStore:
                 sa.insert(failed).values(uuid=str(uuid_module.uuid4()), **row)
             )
             return True
+
+    # -- after a lost connection: did our commit land? ----------------------
+    #
+    # A connection that drops while a commit is under way leaves the caller
+    # not knowing whether it went through. These read the row afterwards.
+
+    def was_deleted(self, job: ReservedJob) -> bool:
+        """Whether the job's row is gone."""
+        jobs = self.tables.jobs
+        with self.engine.connect() as connection:
+            found = connection.execute(sa.select(jobs.c.id).where(jobs.c.id == job.id))
+            return found.first() is None
+
+    def was_released(self, job: ReservedJob) -> bool:
+        """Whether the job's row is back in its queue, reserved by no one."""
+        jobs = self.tables.jobs
+        with self.engine.connect() as connection:
+            found = connection.execute(
+                sa.select(jobs.c.id).where(
+                    jobs.c.id == job.id, jobs.c.reservation.is_(None)
+                )
+            )
+            return found.first() is not None
+
+    def was_failed(self, job: ReservedJob, uuid: str) -> bool:
+        """Whether the job's row is gone and, when it has a usable uuid, a
+        failed_jobs row holds that uuid."""
+        if not self.was_deleted(job):
+            return False
+        if not uuid or len(uuid) > 36:
+            return True
+        failed = self.tables.failed
+        with self.engine.connect() as connection:
+            found = connection.execute(
+                sa.select(failed.c.id).where(failed.c.uuid == uuid)
+            )
+            return found.first() is not None
+
+
+@dataclass(frozen=True)
+class _Lease:
+    """What one reservation writes on the row."""
+
+    token: str
+    holder: str | None
+    at: int
+
+    def job(
+        self, id: int, queue: str, payload: str, attempts: int, crashes: int
+    ) -> ReservedJob:
+        return ReservedJob(id, queue, payload, attempts, self.token, self.at, crashes)
+
+
+@dataclass(frozen=True)
+class DeadWorker:
+    host: str
+    pid: int
+    released: int
+
+
+def require_writable_sqlite(engine: Engine) -> None:
+    """Refuse, naming it, a SQLite file this process cannot write, before
+    SQLite's own "unable to open database file" says neither which nor why."""
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    try:
+        os.close(os.open(database, os.O_RDWR | os.O_CREAT, 0o644))
+    except OSError as exc:
+        raise ConfigError(
+            f"SQLite database {database} cannot be written: {exc.strerror}"
+        ) from exc
+
+
+def supports_skip_locked(
+    family: str, version: tuple[Any, ...], *, is_mariadb: bool
+) -> bool:
+    """``SKIP LOCKED`` came with MySQL 8.0.1 and MariaDB 10.6."""
+    if family != "mysql":
+        return True
+    numbers = tuple(part for part in version if isinstance(part, int))
+    return numbers >= ((10, 6) if is_mariadb else (8, 0, 1))
 
 
 def inserted_id(result: sa.CursorResult[Any]) -> int:

@@ -46,6 +46,12 @@ def queue_tables(settings: QueueSettings) -> QueueTables:
         sa.Column("available_at", sa.BigInteger, nullable=False),
         sa.Column("created_at", sa.BigInteger, nullable=False),
         sa.Column("reservation", sa.String(32), nullable=True),
+        # The worker holding it, so a dead worker's jobs can be released as
+        # soon as its heartbeat stops. Not indexed: it is searched only when
+        # a worker died, and an index would cost every claim a write.
+        sa.Column("reserved_by", sa.String(32), nullable=True),
+        # How many times a worker died while running it (poison jobs).
+        sa.Column("crashes", sa.Integer, nullable=False, default=0, server_default="0"),
         sa.Index(f"ix_{settings.table}_queue", "queue", "reserved_at", "available_at"),
         # Without AUTOINCREMENT SQLite hands out the ids of deleted rows
         # again, and a log's "#12" would name two different jobs.

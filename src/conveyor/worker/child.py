@@ -43,7 +43,10 @@ def main(argv: list[str]) -> None:
     except Exception as exc:
         send(write_fd, {"op": "broken", "error": _summary(exc)})
         return
-    send(write_fd, {"op": "ready", "jobs": registry.names()})
+    send(
+        write_fd,
+        {"op": "ready", "jobs": registry.names(), "timeouts": _timeouts(registry)},
+    )
 
     runner = JobRunner(registry, settings)
     reader = LineReader(read_fd)
@@ -58,6 +61,17 @@ def main(argv: list[str]) -> None:
             runner.run(message, write_fd)
         elif message["op"] == "failed":
             send(write_fd, runner.run_failed_hook(message))
+
+
+def _timeouts(registry: JobRegistry) -> dict[str, float]:
+    """The job classes that set their own timeout, so the worker can refuse
+    one that would outlive its lease before taking any job."""
+    found = {}
+    for name in registry.names():
+        timeout = getattr(registry.resolve(name), "timeout", None)
+        if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
+            found[name] = float(timeout)
+    return found
 
 
 def settings_to_json(settings: Settings) -> str:

@@ -4,6 +4,7 @@ log one line; until told to stop."""
 from __future__ import annotations
 
 import logging
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -42,6 +43,9 @@ class WorkerOptions:
     max_time: float = 0
     #: Stop when the job process's memory passes this many MB; 0 for none.
     memory: int = 0
+    #: Seconds a running job may go on after a warm stop was asked for
+    #: before it is stopped and put back; 0 to let it finish.
+    grace: float = 0
     stop_when_empty: bool = False
     once: bool = False
 
@@ -67,6 +71,7 @@ class Worker:
         self.presence = Presence(store, list(options.queues))
         self.stats = WorkerStats()
         self._started = 0.0
+        self._last_reap = 0.0
 
     def validate(self) -> None:
         """Refuse options that cannot work, before taking any job."""
@@ -80,33 +85,101 @@ class Worker:
         if self.options.tries < 0:
             raise ConfigError("--tries must be 0 (no limit) or more")
 
+    def _validate_job_timeouts(self) -> None:
+        """Refuse job classes whose own timeout would outlive their lease."""
+        retry_after = self.settings.queue.retry_after
+        for name, timeout in sorted(self.child.job_timeouts.items()):
+            if timeout and timeout >= retry_after:
+                raise ConfigError(
+                    f"job {name} has timeout = {timeout:g}, which must be less than "
+                    f"retry_after ({retry_after} s, [queue] retry_after in "
+                    "conveyor.toml): otherwise it could run on while another "
+                    "worker takes it"
+                )
+
     def run(self) -> WorkerStats:
         """Work until a stop condition; returns what was done."""
         self.validate()
-        self.store.ensure_tables()
-        self.child.start()
-        self.presence.register()
+        # Signals are caught from the start: a SIGTERM while the job modules
+        # import or the database is away stops the worker cleanly (exit 0)
+        # before it takes a job, instead of killing it.
+        with SignalHandlers(self.flags):
+            if not self._start():
+                self.stats.stop_reason = self.flags.reason
+                return self.stats
+            try:
+                self._loop()
+            finally:
+                self.child.stop()
+                self._quietly(self.presence.deregister)
+                log.info(
+                    "worker stopped (%s): %d done, %d retried, %d failed",
+                    self.stats.stop_reason,
+                    self.stats.done,
+                    self.stats.retried,
+                    self.stats.failed,
+                    extra={"event": "worker_stopped"},
+                )
+        return self.stats
+
+    def _start(self) -> bool:
+        """Create the tables, start the job process, check the server and
+        register; ``False`` when asked to stop meanwhile. A database that is
+        away is waited for, as it is once the worker runs."""
+        try:
+            self._with_database(self.store.ensure_tables, at_start=True)
+            self.child.start()
+            self._validate_job_timeouts()
+            self._with_database(self._check_server, at_start=True)
+            self._with_database(self.presence.register, at_start=True)
+        except BaseException as exc:
+            self.child.stop()
+            # A stop signal sent to the whole process group can also end the
+            # job process before it ignores signals: that is a stop too.
+            if not isinstance(exc, _StoppedAtStart) and not (
+                self.flags.warm or self.flags.cold
+            ):
+                raise
+        if self.flags.warm or self.flags.cold:
+            self.child.stop()
+            self._quietly(self.presence.deregister)
+            log.info(
+                "worker stopped (%s) before taking a job",
+                self.flags.reason,
+                extra={"event": "worker_stopped"},
+            )
+            return False
         self._started = time.monotonic()
         log.info(
             "worker started on queue(s) %s",
             ",".join(self.options.queues),
             extra={"event": "worker_started"},
         )
-        try:
-            with SignalHandlers(self.flags):
-                self._loop()
-        finally:
-            self.child.stop()
-            self._quietly(self.presence.deregister)
-            log.info(
-                "worker stopped (%s): %d done, %d retried, %d failed",
-                self.stats.stop_reason,
-                self.stats.done,
-                self.stats.retried,
-                self.stats.failed,
-                extra={"event": "worker_stopped"},
+        return True
+
+    def _check_server(self) -> None:
+        """Warn about a clock that disagrees with the database server's, and
+        about a server that cannot skip locked rows."""
+        server = self.store.server_time()
+        if server is not None:
+            skew = self.store.clock() - server
+            limit = self.settings.queue.max_clock_skew
+            if abs(skew) > limit:
+                log.warning(
+                    "this host's clock is %+.1f s off the database server's "
+                    "(limit: [queue] max_clock_skew = %d s); due times, leases and "
+                    "heartbeats are stamped by each host's clock, so fix it (NTP)",
+                    skew,
+                    limit,
+                    extra={"event": "clock_skew", "skew_s": round(skew, 3)},
+                )
+        if not self.store.skip_locked:
+            log.warning(
+                "this server has no SKIP LOCKED (MySQL 8.0.1 and MariaDB 10.6 "
+                "have it): claims fall back to plain row locks, so workers wait "
+                "for each other's claims; still one worker per job, but slower",
+                extra={"event": "no_skip_locked"},
             )
-        return self.stats
 
     # -- the loop ------------------------------------------------------------
 
@@ -144,7 +217,7 @@ class Worker:
     def _reserve_next(self) -> ReservedJob | None:
         """The first available job, queues tried in the order given."""
         for queue in self.options.queues:
-            job = self.store.reserve(queue)
+            job = self.store.reserve(queue, self.presence.id)
             if job is not None:
                 return job
         return None
@@ -159,6 +232,21 @@ class Worker:
     # -- one job -------------------------------------------------------------
 
     def _process(self, job: ReservedJob) -> None:
+        max_crashes = self.settings.queue.max_crashes
+        if max_crashes and job.crashes >= max_crashes:
+            # Its worker died while running it, again and again (the lease
+            # ran out or the heartbeat stopped): do not let it kill another.
+            reason = (
+                f"PoisonJob: its worker died {job.crashes} time(s) while running "
+                f"it (killed, out of memory, or its host lost); not tried again "
+                f"([queue] max_crashes = {max_crashes})"
+            )
+            outcome = Outcome(
+                "crashed", job=_job_name(job), error=reason, summary=reason
+            )
+            self._apply(job, outcome, Decision(Action.FAIL))
+            return
+
         outcome = self.child.run(
             job,
             {
@@ -166,7 +254,7 @@ class Worker:
                 "timeout": self.options.timeout,
                 "backoff": list(self.options.backoff),
             },
-            should_stop=lambda: self.flags.cold,
+            should_stop=self._must_stop_job,
             on_wait=lambda: self._heartbeat(job.id),
         )
         if outcome.job == "?":
@@ -175,16 +263,27 @@ class Worker:
             # A cold stop: the attempt did not finish, so put the job back
             # at once rather than making it wait out its lease.
             self._with_database(lambda: self.store.release(job, 0, count=False))
-            self._log("RELEASED", job, outcome, "stopped by a second SIGINT")
+            self._log("RELEASED", job, outcome, f"stopped: {self.flags.reason}")
             return
 
+        crashed = outcome.status == "crashed"
         decision = decide(
             outcome.status,
             attempt=job.attempts,
             tries=outcome.tries,
             backoff=outcome.backoff,
             release_delay=outcome.delay,
+            crashes=job.crashes + crashed,
+            max_crashes=max_crashes,
         )
+        poisoned = max_crashes and job.crashes + 1 >= max_crashes
+        if crashed and decision.action is Action.FAIL and poisoned:
+            reason = (
+                f"PoisonJob: {outcome.summary}; it has killed its process "
+                f"{job.crashes + 1} time(s) ([queue] max_crashes = {max_crashes}), "
+                "so it is not tried again"
+            )
+            outcome = replace(outcome, error=reason, summary=reason)
         try:
             self._apply(job, outcome, decision)
         except DBAPIError:
@@ -197,20 +296,35 @@ class Worker:
                 decision.action.value,
                 extra={"event": "outcome_not_recorded"},
             )
-        if self.options.memory and outcome.rss_kb / 1024 > self.options.memory:
-            self.flags.warm = True
-            self.flags.reason = (
-                f"--memory={self.options.memory} MB passed "
-                f"({outcome.rss_kb // 1024} MB)"
+        used_kb = max(outcome.rss_kb, _own_rss_kb())
+        if self.options.memory and used_kb / 1024 > self.options.memory:
+            self.flags.ask_warm(
+                f"--memory={self.options.memory} MB passed ({used_kb // 1024} MB)"
             )
+
+    def _must_stop_job(self) -> bool:
+        """A cold stop, or a warm one whose ``--grace`` ran out."""
+        if self.flags.cold:
+            return True
+        grace = self.options.grace
+        if grace and self.flags.warm and time.monotonic() - self.flags.warm_at > grace:
+            self.flags.reason += f"; --grace={grace:g} s ran out"
+            return True
+        return False
 
     def _apply(self, job: ReservedJob, outcome: Outcome, decision: Decision) -> None:
         if decision.action is Action.DELETE:
-            held = self._with_database(lambda: self.store.delete(job))
+            held = self._record(
+                lambda: self.store.delete(job), lambda: self.store.was_deleted(job)
+            )
             self.stats.done += 1
             self._log("DONE", job, outcome)
         elif decision.action is Action.RELEASE:
-            held = self._with_database(lambda: self.store.release(job, decision.delay))
+            crashed = outcome.status == "crashed"
+            held = self._record(
+                lambda: self.store.release(job, decision.delay, crashed=crashed),
+                lambda: self.store.was_released(job),
+            )
             self.stats.retried += outcome.status != "release"
             detail = f"again in {decision.delay} s"
             if outcome.summary:
@@ -242,7 +356,10 @@ class Worker:
             uuid = Payload.decode(job.payload).uuid
         except Exception:
             uuid = ""
-        held = self._with_database(lambda: self.store.fail(job, exception, uuid))
+        held = self._record(
+            lambda: self.store.fail(job, exception, uuid),
+            lambda: self.store.was_failed(job, uuid),
+        )
         if held and outcome.status not in ("invalid",):
             hook = self.child.run_failed_hook(
                 job, exception, self.options.timeout or 60
@@ -256,14 +373,51 @@ class Worker:
                 )
         return held
 
+    def _record(self, action: Callable[[], bool], landed: Callable[[], bool]) -> bool:
+        """Record an outcome (``action`` says whether the worker still held
+        the job); when the connection dropped during a try, ask ``landed``
+        whether that try's commit went through before saying the lease was
+        lost, since the retry then finds the row already changed."""
+        tries = 0
+
+        def once() -> bool:
+            nonlocal tries
+            tries += 1
+            return action()
+
+        held = self._with_database(once)
+        if not held and tries > 1:
+            held = self._with_database(landed)
+        return held
+
     # -- helpers -------------------------------------------------------------
 
     def _heartbeat(self, job_id: int | None) -> None:
         """Keep the worker's row fresh; a restart request seen here stops the
         worker after the job it runs."""
-        if self._quietly(lambda: self.presence.beat(job_id)) and not self.flags.warm:
-            self.flags.warm = True
-            self.flags.reason = "restart requested"
+        if self._quietly(lambda: self.presence.beat(job_id)):
+            self.flags.ask_warm("restart requested")
+        self._release_dead_workers()
+
+    def _release_dead_workers(self) -> None:
+        """Now and then, release the jobs of workers whose heartbeat stopped,
+        so they need not wait out ``retry_after``."""
+        silent_for = self.settings.queue.heartbeat_timeout
+        if time.monotonic() - self._last_reap < silent_for / 3:
+            return
+        self._last_reap = time.monotonic()
+        for dead in (
+            self._quietly(lambda: self.store.release_dead_workers(silent_for)) or []
+        ):
+            log.warning(
+                "worker %s:%d sent no heartbeat for over %d s and is presumed dead; "
+                "released the %d job(s) it held",
+                dead.host,
+                dead.pid,
+                silent_for,
+                dead.released,
+                extra={"event": "dead_worker", "released": dead.released},
+            )
 
     def _log(
         self, status: str, job: ReservedJob, outcome: Outcome, detail: str = ""
@@ -290,10 +444,10 @@ class Worker:
             },
         )
 
-    def _with_database(self, action: Callable[[], T]) -> T:
+    def _with_database(self, action: Callable[[], T], *, at_start: bool = False) -> T:
         """Run ``action``, waiting out a database that went away: log, wait
         (1, 2, 4 ... 30 s), reconnect, try again; give up only when told to
-        stop."""
+        stop (at start, where nothing is held yet, any stop will do)."""
         delay = 1.0
         while True:
             try:
@@ -301,6 +455,8 @@ class Worker:
             except DBAPIError as exc:
                 if not exc.connection_invalidated and not _is_connection_error(exc):
                     raise
+                if at_start and (self.flags.warm or self.flags.cold):
+                    raise _StoppedAtStart from exc
                 log.warning(
                     "database unreachable (%s); trying again in %.0f s",
                     _first_line(exc),
@@ -310,6 +466,8 @@ class Worker:
                 self.store.engine.dispose()
                 end = time.monotonic() + delay
                 while time.monotonic() < end:
+                    if at_start and (self.flags.warm or self.flags.cold):
+                        raise _StoppedAtStart from exc
                     if self.flags.cold:
                         raise
                     time.sleep(0.1)
@@ -333,6 +491,11 @@ class Worker:
             return None
 
 
+class _StoppedAtStart(Exception):
+    """A stop was asked for while the worker waited for its database at
+    start; nothing is held yet, so it just stops."""
+
+
 def _job_name(job: ReservedJob) -> str:
     """The job name from the payload, for the log; never imports anything."""
     from conveyor.queue.payload import Payload
@@ -341,6 +504,11 @@ def _job_name(job: ReservedJob) -> str:
         return Payload.decode(job.payload).job
     except Exception:
         return "?"
+
+
+def _own_rss_kb() -> int:
+    """The worker process's own peak resident memory, in KiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def _first_line(exc: DBAPIError) -> str:

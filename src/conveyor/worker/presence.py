@@ -3,6 +3,7 @@ last heard of, and whether it was asked to stop (``queue restart``)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import socket
@@ -10,7 +11,10 @@ import time
 
 import sqlalchemy as sa
 
+from conveyor.drivers.contention import retry_contention
 from conveyor.drivers.database import DatabaseStore
+
+log = logging.getLogger(__name__)
 
 #: Rows silent for longer than this are removed by the next worker to start.
 STALE_SECONDS = 24 * 3600
@@ -33,11 +37,14 @@ class Presence:
         """
         now = self.store.now()
         table = self.table
-        self._retry_deadlocks(
+        self._execute(
             sa.delete(table).where(table.c.heartbeat_at < now - STALE_SECONDS)
         )
-        self._retry_deadlocks(
-            sa.insert(table).values(
+        self._insert_row(now)
+
+    def _insert_row(self, now: int) -> None:
+        self._execute(
+            sa.insert(self.table).values(
                 id=self.id,
                 host=socket.gethostname(),
                 pid=os.getpid(),
@@ -50,16 +57,12 @@ class Presence:
         )
         self._last_beat = time.monotonic()
 
-    def _retry_deadlocks(self, statement: sa.Executable, attempts: int = 5) -> None:
-        for attempt in range(1, attempts + 1):
-            try:
-                with self.store.engine.begin() as connection:
-                    connection.execute(statement)
-                return
-            except sa.exc.OperationalError:
-                if attempt == attempts:
-                    raise
-                time.sleep(0.05 * attempt)
+    def _execute(self, statement: sa.Executable) -> None:
+        def run() -> None:
+            with self.store.engine.begin() as connection:
+                connection.execute(statement)
+
+        retry_contention(run, "worker registration")
 
     def beat(self, current_job: int | None, *, every: float = 1.0) -> bool:
         """Record that the worker is alive (at most every ``every`` seconds);
@@ -67,15 +70,25 @@ class Presence:
         if self._stop_requested or time.monotonic() - self._last_beat < every:
             return self._stop_requested
         self._last_beat = time.monotonic()
+        now = self.store.now()
         with self.store.engine.begin() as connection:
-            connection.execute(
+            beat = connection.execute(
                 sa.update(self.table)
                 .where(self.table.c.id == self.id)
-                .values(heartbeat_at=self.store.now(), current_job=current_job)
+                .values(heartbeat_at=now, current_job=current_job)
             )
             stop = connection.execute(
                 sa.select(self.table.c.stop_requested).where(self.table.c.id == self.id)
             ).scalar()
+        if beat.rowcount == 0:
+            # Another worker took this one for dead (it went silent too long)
+            # and released its jobs; it is alive, so it shows itself again.
+            log.warning(
+                "this worker was presumed dead after a silence and its jobs were "
+                "released; registering again",
+                extra={"event": "worker_revived"},
+            )
+            self._insert_row(now)
         self._stop_requested = bool(stop)
         return self._stop_requested
 

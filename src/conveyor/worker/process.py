@@ -51,6 +51,8 @@ class ChildProcess:
         self._process: subprocess.Popen[bytes] | None = None
         self._to_child = -1
         self._reader: LineReader | None = None
+        #: The ``timeout`` each job class sets, as the child reported.
+        self.job_timeouts: dict[str, float] = {}
 
     def start(self) -> None:
         """Start the child and wait until it has imported the job modules;
@@ -86,6 +88,9 @@ class ChildProcess:
             error = hello.get("error") if hello else "it did not start"
             self.kill()
             raise ConfigError(f"cannot load the job classes: {error}")
+        self.job_timeouts = {
+            name: float(value) for name, value in hello.get("timeouts", {}).items()
+        }
 
     @property
     def running(self) -> bool:

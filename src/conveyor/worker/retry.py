@@ -39,12 +39,18 @@ def decide(
     tries: int,
     backoff: Sequence[int],
     release_delay: int = 0,
+    crashes: int = 0,
+    max_crashes: int = 0,
 ) -> Decision:
     """The decision for an attempt that ended in ``outcome``.
 
     ``tries`` of 0 means no limit. A job that asked to be released is
-    released however many tries it used: it did not fail.
+    released however many tries it used: it did not fail. A job whose
+    process died ``max_crashes`` times (this one included in ``crashes``) is
+    failed whatever tries remain: it is poison (0: no such limit).
     """
+    if outcome == "crashed" and max_crashes and crashes >= max_crashes:
+        return Decision(Action.FAIL)
     if outcome == "done":
         return Decision(Action.DELETE)
     if outcome == "release":

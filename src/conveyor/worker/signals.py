@@ -8,6 +8,7 @@ now and put it back on the queue).
 from __future__ import annotations
 
 import signal
+import time
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -18,6 +19,15 @@ class StopFlags:
     warm: bool = False
     cold: bool = False
     reason: str = ""
+    #: When the warm stop was asked for (``time.monotonic()``).
+    warm_at: float = 0.0
+
+    def ask_warm(self, reason: str) -> None:
+        """Stop after the running job (the first request's reason stays)."""
+        if not self.warm:
+            self.warm = True
+            self.warm_at = time.monotonic()
+            self.reason = reason
 
 
 class SignalHandlers:
@@ -42,5 +52,4 @@ class SignalHandlers:
             self.flags.cold = True
             self.flags.reason = f"second {name}"
         else:
-            self.flags.warm = True
-            self.flags.reason = name
+            self.flags.ask_warm(name)
