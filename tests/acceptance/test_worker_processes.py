@@ -9,12 +9,16 @@ The failure cases (Q01 to Q10) are in ``tests/cases``; the jobs, the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -48,6 +52,96 @@ def test_workers_started_together_on_a_new_database_all_run(
     wait_for_workers(engine, workers)
 
     assert count(engine, "jobs") == 0
+
+
+def test_a_sigterm_while_the_worker_starts_stops_it_cleanly(
+    app: Path, database_url: str, engine: sa.Engine, spawn: Spawn
+) -> None:
+    """SIGTERM to the group while the job modules still import (one takes
+    2 s): the worker exits 0 without taking a job or leaving its row in
+    ``job_workers``, instead of dying of the signal."""
+    marker = app / "importing"
+    (app / "jobs" / "slow_import.py").write_text(
+        f"import pathlib, time\npathlib.Path({str(marker)!r}).touch()\ntime.sleep(2)\n"
+    )
+    create_tables(database_url)
+    [job_id] = push(database_url, "Record", "untouched")
+    worker = spawn("--sleep=0.1")
+    wait_until(marker.exists, 15, "the job modules are importing")
+
+    worker.signal(signal.SIGTERM)
+
+    assert worker.wait(timeout=15) == 0, worker.log
+    assert "Traceback" not in worker.log
+    [left] = table(engine, "jobs")
+    assert (left["id"], left["attempts"], left["reserved_at"]) == (job_id, 0, None)
+    assert count(engine, "job_workers") == 0
+    assert runs(app) == []
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def forwarder(listen_port: int, target: tuple[str, int]) -> Iterator[None]:
+    """A TCP forwarder on ``listen_port`` to ``target``: the database server
+    appearing at an address where, until now, nothing answered."""
+    server = socket.create_server(("127.0.0.1", listen_port))
+    server.settimeout(0.1)
+    stop = threading.Event()
+
+    def pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := source.recv(65536):
+                sink.sendall(chunk)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                client, _ = server.accept()
+            except (TimeoutError, OSError):
+                continue
+            upstream = socket.create_connection(target)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=pipe, args=(a, b), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        server.close()
+
+
+@pytest.mark.databases("postgresql", "mysql")
+def test_a_worker_started_while_its_database_is_away_waits_for_it(
+    app: Path, database_url: str, spawn: Spawn
+) -> None:
+    """A worker whose server does not answer yet (it is restarting, say)
+    logs that and keeps trying instead of exiting; once the server answers
+    it starts and runs the job waiting for it."""
+    real = sa.make_url(database_url)
+    port = free_port()
+    away = real.set(port=port).render_as_string(hide_password=False)
+    create_tables(database_url)
+    [job_id] = push(database_url, "Record", "after the outage")
+    worker = spawn("--sleep=0.1", url=away)
+
+    wait_until(lambda: "database unreachable" in worker.log, 15, "a warning logged")
+    assert worker.process.poll() is None, worker.log
+    with forwarder(port, (real.host or "127.0.0.1", real.port or 0)):
+        [ran] = wait_until(lambda: runs(app, "run"), 30, "the job ran")
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(timeout=15) == 0, worker.log
+
+    assert (ran["id"], ran["data"]) == (job_id, "after the outage")
 
 
 # -- a worker killed alone ----------------------------------------------------

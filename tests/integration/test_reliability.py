@@ -126,6 +126,38 @@ def test_an_expired_lease_counts_a_crash_and_voids_the_old_token(
     assert store.delete(second) is True
 
 
+def test_after_a_lost_commit_the_store_tells_our_outcome_from_another_workers(
+    store: DatabaseStore, database_url: str
+) -> None:
+    """When a connection drops during the commit of a delete, release or
+    fail, the retry finds the row changed; ``was_deleted``, ``was_released``
+    and ``was_failed`` read whether our commit landed, and say no when
+    another worker holds the job instead."""
+    queue = Queue(database_url)
+    done_id, released_id, failed_id, taken_id = queue.bulk("Record", [1, 2, 3, 4])
+    done, released, failed, taken = (store.reserve("default", "a") for _ in range(4))
+    assert [job.id for job in (done, released, failed, taken) if job] == [
+        done_id,
+        released_id,
+        failed_id,
+        taken_id,
+    ]
+    assert done and released and failed and taken
+
+    assert store.delete(done) and store.release(released, 60)
+    assert store.fail(failed, "boom", "0f6f1b8e-5f8a-4e1c-9d3e-2a7c1b9e4d10")
+    set_column(store, taken_id, reserved_at=store.now() - store.retry_after - 1)
+    assert store.reserve("default", "b") is not None
+
+    assert store.was_deleted(done) is True
+    assert store.was_released(released) is True
+    assert store.was_failed(failed, "0f6f1b8e-5f8a-4e1c-9d3e-2a7c1b9e4d10") is True
+    assert store.was_deleted(taken) is False
+    assert store.was_released(taken) is False
+    assert store.was_failed(taken, "") is False
+    assert store.was_failed(done, "no-such-uuid") is False
+
+
 # -- poison jobs ---------------------------------------------------------------
 
 POISON_JOBS = """

@@ -20,6 +20,7 @@ from conveyor.queue.pushing import Queue
 from conveyor.worker import deploy
 from conveyor.worker.loop import Worker, WorkerOptions
 from conveyor.worker.presence import request_restart
+from conveyor.worker.signals import SignalHandlers, StopFlags
 
 
 @click.group()
@@ -185,7 +186,10 @@ def work_command(
         once=once,
     )
     _worker_logging(log_format)
-    Worker(settings, options, open_store(settings)).run()
+    flags = StopFlags()
+    # Caught before the driver loads, so a stop during start-up is clean.
+    with SignalHandlers(flags):
+        Worker(settings, options, open_store(settings), flags=flags).run()
 
 
 @queue.command("push")

@@ -61,12 +61,17 @@ class WorkerStats:
 
 class Worker:
     def __init__(
-        self, settings: Settings, options: WorkerOptions, store: DatabaseStore
+        self,
+        settings: Settings,
+        options: WorkerOptions,
+        store: DatabaseStore,
+        *,
+        flags: StopFlags | None = None,
     ) -> None:
         self.settings = settings
         self.options = options
         self.store = store
-        self.flags = StopFlags()
+        self.flags = flags or StopFlags()
         self.child = ChildProcess(settings)
         self.presence = Presence(store, list(options.queues))
         self.stats = WorkerStats()
