@@ -62,6 +62,10 @@ class _JsonLines(logging.Formatter):
         ):
             if hasattr(record, key):
                 body[key] = getattr(record, key)
+        if record.exc_info:
+            # What went wrong is the point of a logged exception; a log
+            # collector must get it in the same object.
+            body["traceback"] = self.formatException(record.exc_info)
         return json.dumps(body, ensure_ascii=False)
 
 
