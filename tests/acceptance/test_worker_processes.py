@@ -310,3 +310,31 @@ def test_a_worker_outlives_its_database_connections(
     assert code == 0, worker.log
     events = [json.loads(line) for line in worker.log.splitlines() if line[:1] == "{"]
     assert "warning" in [event["level"] for event in events], worker.log
+
+
+# -- memory --------------------------------------------------------------------
+
+
+def test_memory_limit_stops_the_worker_between_jobs(
+    app: Path, database_url: str, engine: sa.Engine, spawn: Spawn
+) -> None:
+    """``--memory=200``: a job that keeps 256 MB alive in its process
+    finishes, then the worker stops (exit 0, saying why) and leaves the next
+    job waiting for a fresh worker."""
+    (app / "jobs" / "hog.py").write_text(
+        "from conveyor import Job\n"
+        "KEPT = []\n\n"
+        "class Hog(Job):\n"
+        "    def handle(self, data):\n"
+        "        KEPT.append(bytearray(256 * 2**20))\n"
+    )
+    [hog_id] = push(database_url, "Hog", None)
+    [next_id] = push(database_url, "Record", "later")
+    worker = spawn("--memory=200", "--sleep=0.1")
+
+    assert worker.wait(timeout=30) == 0, worker.log
+    assert "--memory=200 MB passed" in worker.log
+    assert f"DONE     Hog #{hog_id}" in worker.log
+    [left] = table(engine, "jobs")
+    assert (left["id"], left["attempts"], left["reserved_at"]) == (next_id, 0, None)
+    assert runs(app) == []
