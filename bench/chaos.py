@@ -1170,7 +1170,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs = scan_logs(folder / "app" / "logs")
     failed = figures["lost"] > 0 or figures["duplicated_unexplained"] > 0
     report(figures, options, folder, logs)
-    if failed or options.keep or figures["worker_incidents"]:
+    # Anything worth a look keeps the logs: a job failed that was not
+    # doomed (e.g. as poison), or a worker that ended unasked.
+    worth_a_look = figures["worker_incidents"] or figures["failed_not_doomed"]
+    if failed or options.keep or worth_a_look:
         say(f"logs and report.json kept in {folder}")
     else:
         shutil.rmtree(folder, ignore_errors=True)
