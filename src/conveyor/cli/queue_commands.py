@@ -329,7 +329,16 @@ def failed_show_command(ctx: click.Context, failed_id: int) -> None:
     job = FailedJobStore(open_store(settings_for(ctx))).find(failed_id)
     click.echo(f"id:        {job.id}\nuuid:      {job.uuid}\nqueue:     {job.queue}")
     click.echo(f"job:       {job.job}\nfailed at: {job.failed_at_text}")
-    click.echo(f"payload:   {job.payload}\n\n{job.exception.rstrip()}")
+    click.echo(f"payload:   {_readable(job.payload)}\n\n{job.exception.rstrip()}")
+
+
+def _readable(payload: str) -> str:
+    """The payload as JSON with its text unescaped (it is stored as ASCII),
+    or as stored when it is not JSON."""
+    try:
+        return json.dumps(json.loads(payload), ensure_ascii=False)
+    except ValueError:
+        return payload
 
 
 @queue.command("retry")

@@ -45,7 +45,10 @@ class Payload:
 
     def encode(self) -> str:
         body = {"uuid": self.uuid, "job": self.job, "data": self.data}
-        return json.dumps(body, ensure_ascii=False, allow_nan=False)
+        # ASCII with \u escapes: a jobs table in any character set (MySQL's
+        # 3-byte utf8 too, which would turn an emoji into "?" outside strict
+        # mode) stores exactly the text that was pushed.
+        return json.dumps(body, ensure_ascii=True, allow_nan=False)
 
     @classmethod
     def decode(cls, text: str) -> Payload:
