@@ -132,6 +132,51 @@ def test_an_error_message_with_a_lone_surrogate_is_still_recorded(
     assert "ValueError: cannot open caf" in failed["exception"]
 
 
+def test_a_job_calling_sys_exit_or_raising_keyboardinterrupt_is_a_job_error(
+    tmp_path: Path, database_url: str, queue: Queue, engine: sa.Engine
+) -> None:
+    """``sys.exit(3)`` and ``raise KeyboardInterrupt`` inside ``handle`` fail
+    that job with the exception's type and traceback (not a bare "exited
+    with code 3"), in the same job process, and the next job runs."""
+    write_jobs(tmp_path, "app")
+    write_jobs(
+        tmp_path,
+        "exits",
+        """
+        import os
+        import sys
+
+
+        class Exits(Job):
+            def handle(self, data):
+                record(self, pid=os.getpid())
+                sys.exit(3)
+
+
+        class Interrupts(Job):
+            def handle(self, data):
+                record(self, pid=os.getpid())
+                raise KeyboardInterrupt("from the job")
+        """,
+    )
+    queue.push("Exits", None)
+    queue.push("Interrupts", None)
+    queue.push("Record", "after")
+
+    result = work(tmp_path, database_url)
+
+    assert result.exit_code == 0, result.output
+    assert steps(tmp_path, "job") == [("Exits",), ("Interrupts",), ("Record",)]
+    pids = {run["pid"] for run in recorded(tmp_path) if "pid" in run}
+    assert len(pids) == 1, "the job process was replaced"
+    failed = failed_by_job(engine)
+    assert sorted(failed) == ["Exits", "Interrupts"]
+    assert "sys.exit(3)" in failed["Exits"]["exception"]
+    assert failed["Exits"]["exception"].rstrip().endswith("SystemExit: 3")
+    assert "KeyboardInterrupt: from the job" in failed["Interrupts"]["exception"]
+    assert rows(engine, "jobs") == []
+
+
 #: Jobs whose exceptions cannot be pickled (Celery's crash): each records
 #: whether ``pickle.dumps`` of its exception really fails, then raises it.
 UNPICKLABLE_JOBS = """

@@ -166,7 +166,10 @@ class JobRunner:
         except FailRequested as request:
             reason = str(request) or "failed by the job"
             return _result("fail", error=reason, summary=reason, started=started)
-        except Exception as exc:
+        except BaseException as exc:
+            # sys.exit() or a KeyboardInterrupt raised by the job is its
+            # error like any other: recorded with its type and traceback,
+            # and this process goes on to the next job.
             return _result(
                 "error", error=_traceback(exc), summary=_summary(exc), started=started
             )
@@ -192,7 +195,7 @@ class JobRunner:
         )
         try:
             hook(job, payload.data, request["error"])
-        except Exception as exc:
+        except BaseException as exc:
             return _result("error", error=_traceback(exc), summary=_summary(exc))
         return _result("done")
 
