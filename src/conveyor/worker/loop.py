@@ -71,7 +71,7 @@ class Worker:
         self.settings = settings
         self.options = options
         self.store = store
-        self.flags = flags or StopFlags()
+        self.flags = flags if flags is not None else StopFlags()
         self.child = ChildProcess(settings)
         self.presence = Presence(store, list(options.queues))
         self.stats = WorkerStats()
