@@ -427,16 +427,19 @@ def test_a_worker_warns_at_start_when_its_clock_is_off_the_servers(
 # -- configuration refused at start -------------------------------------------
 
 
+@pytest.mark.parametrize("timeout", [30, 0])
 def test_a_job_class_timeout_not_below_retry_after_is_refused_at_start(
-    tmp_path: Path, database_url: str, engine: sa.Engine
+    tmp_path: Path, database_url: str, engine: sa.Engine, timeout: int
 ) -> None:
+    """A class ``timeout`` of ``retry_after`` or more, or 0 (none at all),
+    would let its job outlive its lease: the worker refuses to start."""
     configure(tmp_path, retry_after=30)
     write_jobs(
         tmp_path,
         "slow",
-        """
+        f"""
         class Report(Job):
-            timeout = 30
+            timeout = {timeout}
 
             def handle(self, data):
                 record(self)
@@ -448,7 +451,7 @@ def test_a_job_class_timeout_not_below_retry_after_is_refused_at_start(
 
     assert result.exit_code != 0
     [line] = result.stderr.strip().splitlines()
-    assert "job Report has timeout = 30" in line
+    assert f"job Report has timeout = {timeout}," in line
     assert "retry_after (30 s" in line
     [job] = rows(engine, "jobs")
     assert job["attempts"] == 0
