@@ -249,21 +249,26 @@ def test_queue_restart_stops_idle_workers_but_not_later_ones(
 def test_queue_restart_lets_the_running_job_finish_and_takes_no_other(
     app: Path, database_url: str, engine: sa.Engine, spawn: Spawn
 ) -> None:
-    """``queue restart`` while a 1.5 s job runs: that job finishes, the job
-    waiting behind it is not taken, and the worker exits with code 0."""
-    [sleep_id] = push(database_url, "Sleep", {"seconds": 1.5})
+    """``queue restart`` while a job runs: that job finishes, the job
+    waiting behind it is not taken, and the worker exits with code 0. The
+    job ends two heartbeats (about a second each) after the restart was
+    asked for, however long starting ``queue restart`` took."""
+    go = app / "go"
+    [gate_id] = push(database_url, "Gate", {"go": str(go)})
     [waiting_id] = push(database_url, "Record", None)
     worker = spawn("--sleep=0.1")
 
     wait_until(lambda: runs(app, "start"), 15, "the job started")
     asked = restart(app, database_url)
+    time.sleep(2)
+    go.touch()
     code = worker.wait(timeout=15)
 
     assert asked.returncode == 0, asked.stderr
     assert code == 0, worker.log
     assert [(r["id"], r["event"]) for r in runs(app)] == [
-        (sleep_id, "start"),
-        (sleep_id, "end"),
+        (gate_id, "start"),
+        (gate_id, "end"),
     ], "the worker took another job after queue restart"
     assert [row["id"] for row in table(engine, "jobs")] == [waiting_id]
 
