@@ -27,6 +27,7 @@ from conveyor.drivers.database import DatabaseStore, supports_skip_locked
 from conveyor.drivers.tables import queue_tables
 from conveyor.exceptions import ConfigError
 from conveyor.worker.loop import Worker, WorkerOptions
+from conveyor.worker.presence import Presence
 from helpers import (
     Spawn,
     count,
@@ -137,6 +138,22 @@ def test_an_expired_lease_counts_a_crash_and_voids_the_old_token(
     assert (second.id, second.attempts, second.crashes) == (job_id, 2, 1)
     assert store.delete(first) is False
     assert store.delete(second) is True
+
+
+def test_registering_again_after_a_lost_commit_is_not_an_error(
+    store: DatabaseStore,
+) -> None:
+    """A worker's registration whose commit landed while its connection
+    dropped is run again on a new connection: that second insert of the same
+    row is the worker's own, so it passes, and the worker is listed once.
+    (On MariaDB this ended a worker with a duplicate key before.)"""
+    presence = Presence(store, ["default"])
+
+    presence.register()
+    presence.register()
+
+    [row] = rows(store.engine, "job_workers")
+    assert row["id"] == presence.id
 
 
 def test_after_a_lost_commit_the_store_tells_our_outcome_from_another_workers(
