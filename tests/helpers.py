@@ -369,6 +369,18 @@ DEMO_JOBS = """
             record(self, "start")
             sum(range(10**13))  # minutes in C code, deaf to signals
             record(self, "end")
+
+
+    class Gate(Job):
+        # Runs until the file data["go"] exists (30 s at most): a job that
+        # ends when the test says so, not after a guessed time.
+        def handle(self, data):
+            record(self, "start")
+            go = Path(data["go"])
+            deadline = time.monotonic() + 30
+            while not go.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            record(self, "end")
 """
 
 

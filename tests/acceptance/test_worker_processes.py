@@ -1,6 +1,7 @@
 """``conveyor queue work`` as real processes: workers starting together on
-a new database, a worker killed alone, a second SIGINT, ``queue restart``,
-and the database dropping the worker's connections.
+a new database, a worker killed alone, a worker that goes silent, a second
+SIGINT, ``queue restart``, and the database dropping the worker's
+connections.
 
 The failure cases (Q01 to Q10) are in ``tests/cases``; the jobs, the
 ``app`` and ``spawn`` fixtures and the helpers are shared with them
@@ -26,6 +27,7 @@ import sqlalchemy as sa
 
 from helpers import (
     Spawn,
+    WorkerProcess,
     count,
     create_tables,
     drop_worker_connections,
@@ -162,6 +164,84 @@ def test_a_worker_killed_alone_takes_its_job_process_down(
     wait_until(lambda: gone(started["pid"]), 5, "the job process died")
 
 
+# -- a worker that goes silent ------------------------------------------------
+
+
+def heartbeat_of(engine: sa.Engine, worker: WorkerProcess) -> int | None:
+    with engine.connect() as connection:
+        query = sa.text("SELECT heartbeat_at FROM job_workers WHERE pid = :pid")
+        beat = connection.execute(query, {"pid": worker.pid}).scalar()
+        return None if beat is None else int(beat)
+
+
+def freeze(engine: sa.Engine, worker: WorkerProcess) -> float:
+    """SIGSTOP ``worker``'s group just after one of its heartbeats has
+    committed, never in the middle of one, where its open transaction
+    would hold rows others need; when it froze."""
+    beat = heartbeat_of(engine, worker)
+    wait_until(
+        lambda: heartbeat_of(engine, worker) not in (beat, None),
+        5,
+        "a heartbeat",
+        poll=0.01,
+    )
+    time.sleep(0.1)
+    worker.signal(signal.SIGSTOP)
+    return time.time()
+
+
+@pytest.mark.slow
+def test_a_silent_workers_job_is_released_early_and_its_late_outcome_refused(
+    app: Path, database_url: str, engine: sa.Engine, spawn: Spawn
+) -> None:
+    """Worker A is frozen (SIGSTOP to its group) while it runs a job, so its
+    heartbeat stops although its connections stay open. With
+    ``heartbeat_timeout = 5`` and ``retry_after = 60``, worker B presumes A
+    dead and releases its job after about 5 s, not 60, and runs it as
+    attempt 2. B is then frozen for a moment and A woken: A finishes its
+    copy first, but its lease token no longer holds, so it deletes nothing,
+    logs that its outcome was not recorded and registers again. B, woken,
+    deletes the job; both stop cleanly; nothing is failed or left."""
+    (app / "conveyor.toml").write_text(
+        "[queue]\nretry_after = 60\nheartbeat_timeout = 5\n"
+    )
+    go = app / "go"
+    [job_id] = push(database_url, "Gate", {"go": str(go)})
+    first = spawn("--timeout=30", "--tries=3", "--sleep=0.1")
+    wait_until(lambda: runs(app, "start"), 15, "attempt 1 started")
+
+    frozen_at = freeze(engine, first)
+    second = spawn("--timeout=30", "--tries=3", "--sleep=0.1")
+    wait_until(lambda: len(runs(app, "start")) == 2, 30, "attempt 2 started")
+    # B stays frozen for well under heartbeat_timeout, so A, once awake,
+    # cannot take B for dead in turn.
+    freeze(engine, second)
+    first.signal(signal.SIGCONT)
+    go.touch()
+    wait_until(lambda: "not recorded" in first.log, 3, "A finished its copy")
+    [held] = table(engine, "jobs")
+    second.signal(signal.SIGCONT)
+    wait_until(lambda: count(engine, "jobs") == 0, 15, "B deleted the job")
+    for worker in (first, second):
+        worker.signal(signal.SIGTERM)
+    codes = [worker.wait(timeout=15) for worker in (first, second)]
+
+    assert codes == [0, 0], [first.log, second.log]
+    starts = runs(app, "start")
+    assert [(r["id"], r["attempt"]) for r in starts] == [(job_id, 1), (job_id, 2)]
+    # A's last heartbeat came at most a second before it froze.
+    waited = starts[1]["time"] - frozen_at
+    assert 5 - 1 <= waited < 20, f"released {waited:.1f} s after A froze"
+    assert "presumed dead; released the 1 job(s) it held" in second.log
+    assert (held["id"], held["attempts"]) == (job_id, 2)
+    assert "its lease ran out while it ran" in first.log
+    assert "outcome (delete) was not recorded" in first.log
+    assert "presumed dead after a silence" in first.log
+    assert "DONE     Gate" in second.log and "lease ran out" not in second.log
+    assert [r["id"] for r in runs(app, "end")] == [job_id, job_id]
+    assert count(engine, "failed_jobs") == 0
+
+
 # -- cold stop on a second SIGINT ---------------------------------------------
 
 
@@ -249,21 +329,26 @@ def test_queue_restart_stops_idle_workers_but_not_later_ones(
 def test_queue_restart_lets_the_running_job_finish_and_takes_no_other(
     app: Path, database_url: str, engine: sa.Engine, spawn: Spawn
 ) -> None:
-    """``queue restart`` while a 1.5 s job runs: that job finishes, the job
-    waiting behind it is not taken, and the worker exits with code 0."""
-    [sleep_id] = push(database_url, "Sleep", {"seconds": 1.5})
+    """``queue restart`` while a job runs: that job finishes, the job
+    waiting behind it is not taken, and the worker exits with code 0. The
+    job ends two heartbeats (about a second each) after the restart was
+    asked for, however long starting ``queue restart`` took."""
+    go = app / "go"
+    [gate_id] = push(database_url, "Gate", {"go": str(go)})
     [waiting_id] = push(database_url, "Record", None)
     worker = spawn("--sleep=0.1")
 
     wait_until(lambda: runs(app, "start"), 15, "the job started")
     asked = restart(app, database_url)
+    time.sleep(2)
+    go.touch()
     code = worker.wait(timeout=15)
 
     assert asked.returncode == 0, asked.stderr
     assert code == 0, worker.log
     assert [(r["id"], r["event"]) for r in runs(app)] == [
-        (sleep_id, "start"),
-        (sleep_id, "end"),
+        (gate_id, "start"),
+        (gate_id, "end"),
     ], "the worker took another job after queue restart"
     assert [row["id"] for row in table(engine, "jobs")] == [waiting_id]
 

@@ -4,9 +4,9 @@ Two workers serve one queue and a job runs for a long time: it must run
 once, ``attempts`` stays 1 and no ``failed_jobs`` row appears. A reserved
 row is never claimed again before its lease (``[queue] retry_after``) has
 run out, and the lease outlives the job's ``--timeout``: a worker whose
-``--timeout`` is not below ``retry_after`` refuses to start, in one line,
-since a job still running could otherwise be handed out twice. (A job
-class's own ``timeout`` is refused the same way; see
+``--timeout`` is not below ``retry_after``, or is 0 (no limit), refuses to
+start, in one line, since a job still running could otherwise be handed
+out twice. (A job class's own ``timeout`` is refused the same way; see
 ``tests/integration/test_reliability.py``.)
 
 The case's 100 s job, ``--timeout=120`` and 130 s wait are scaled down to
@@ -122,12 +122,12 @@ def test_a_timeout_not_below_retry_after_is_refused(
     tmp_path: Path, database_url: str, queue: Queue, engine: sa.Engine
 ) -> None:
     """``--timeout`` at or above retry_after (90 s by default, or as set in
-    conveyor.toml) stops the worker before it takes a job: exit 1 and one
-    error line."""
+    conveyor.toml), or 0, which would mean no limit at all, stops the worker
+    before it takes a job: exit 1 and one error line."""
     write_jobs(tmp_path, "app")
     queue.push("Record", "untouched")
 
-    for timeout in ["90", "91.5", "600"]:
+    for timeout in ["0", "90", "91.5", "600"]:
         result = work(tmp_path, database_url, "--timeout", timeout)
         assert result.exit_code == 1, (timeout, result.output)
         assert result.stderr.startswith("error: --timeout="), result.stderr

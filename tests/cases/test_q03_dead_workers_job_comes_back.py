@@ -42,7 +42,6 @@ from helpers import (
     table,
     tagged_url,
     wait_until,
-    write_job,
 )
 
 
@@ -142,48 +141,6 @@ def test_a_dead_workers_job_shows_expired_without_its_worker_row_then_fails(
     assert status_counts(app, database_url) == {"default": (0, 0, 0, 0, 1)}
 
 
-#: A job that records its start, waits until the file ``data["go"]``
-#: exists, and records its end, in the ``runs.log`` of ``helpers.DEMO_JOBS``.
-GATE_JOB = """
-    import json
-    import os
-    import time
-    from pathlib import Path
-
-    from conveyor import Job
-
-    RUNS = Path(__file__).resolve().parent.parent / "runs.log"
-
-
-    def record(job, event):
-        line = json.dumps(
-            {
-                "event": event,
-                "job": type(job).__name__,
-                "id": job.context.id,
-                "attempt": job.context.attempt,
-                "pid": os.getpid(),
-                "time": time.time(),
-            }
-        )
-        fd = os.open(RUNS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, (line + "\\n").encode())
-        finally:
-            os.close(fd)
-
-
-    class Gate(Job):
-        def handle(self, data):
-            record(self, "start")
-            go = Path(data["go"])
-            deadline = time.monotonic() + 30
-            while not go.exists() and time.monotonic() < deadline:
-                time.sleep(0.01)
-            record(self, "end")
-"""
-
-
 def worker_connections(engine: sa.Engine, database_name: str, tag: str) -> int:
     """How many connections :func:`helpers.drop_worker_connections` would
     close now."""
@@ -230,7 +187,6 @@ def test_a_final_delete_that_loses_its_connection_is_retried_and_lands_once(
     is deleted once, recorded DONE once, never failed and never lost to a
     "lease ran out" mistake; ``queue status`` shows nothing running or
     expired; the worker then runs the next job and exits 0 on SIGTERM."""
-    write_job(app, "gate", GATE_JOB)
     tag = f"conveyor_q03_{os.getpid()}"
     url = tagged_url(database_url, database_name, tag)
     go = app / "go"

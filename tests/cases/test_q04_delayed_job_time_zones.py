@@ -170,6 +170,9 @@ def test_delays_from_berlin_with_a_new_york_session_are_utc_epochs_of_the_app(
     )
     assert pushed.returncode == 0, pushed.stderr
     out: dict[str, Any] = json.loads(pushed.stdout)
+    # Read before any worker runs: the later(2) job may be gone once one has
+    # started, which can take longer than 2 s on a busy machine.
+    due = {payload_of(row)["data"]["k"]: row for row in table(engine, "jobs")}
     worker = spawn("--sleep=0.5", url=url, env={"TZ": APP_ZONE})
     wait_for_workers(engine, [worker])
     worker_ready = time.time()
@@ -184,7 +187,6 @@ def test_delays_from_berlin_with_a_new_york_session_are_utc_epochs_of_the_app(
         }[database_name]
     )
     assert out["naive_error"] is not None and "naive" in out["naive_error"]
-    due = {payload_of(row)["data"]["k"]: row for row in table(engine, "jobs")}
     assert sorted(due) == ["berlin", "local", "short", "v"], "naive one stored"
     low, high = out["seconds_window"]
     assert math.ceil(low + 600) <= due["v"]["available_at"] <= math.ceil(high + 600)

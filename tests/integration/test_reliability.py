@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +27,20 @@ from conveyor.drivers.database import DatabaseStore, supports_skip_locked
 from conveyor.drivers.tables import queue_tables
 from conveyor.exceptions import ConfigError
 from conveyor.worker.loop import Worker, WorkerOptions
-from helpers import recorded, rows, run_cli, work, write_jobs
+from conveyor.worker.presence import Presence
+from helpers import (
+    Spawn,
+    count,
+    create_tables,
+    recorded,
+    rows,
+    run_cli,
+    runs,
+    wait_for_workers,
+    wait_until,
+    work,
+    write_jobs,
+)
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "conveyor"
 
@@ -124,6 +138,22 @@ def test_an_expired_lease_counts_a_crash_and_voids_the_old_token(
     assert (second.id, second.attempts, second.crashes) == (job_id, 2, 1)
     assert store.delete(first) is False
     assert store.delete(second) is True
+
+
+def test_registering_again_after_a_lost_commit_is_not_an_error(
+    store: DatabaseStore,
+) -> None:
+    """A worker's registration whose commit landed while its connection
+    dropped is run again on a new connection: that second insert of the same
+    row is the worker's own, so it passes, and the worker is listed once.
+    (On MariaDB this ended a worker with a duplicate key before.)"""
+    presence = Presence(store, ["default"])
+
+    presence.register()
+    presence.register()
+
+    [row] = rows(store.engine, "job_workers")
+    assert row["id"] == presence.id
 
 
 def test_after_a_lost_commit_the_store_tells_our_outcome_from_another_workers(
@@ -351,6 +381,47 @@ def test_retry_contention_gives_other_errors_back_at_once(database_url: str) -> 
     assert calls == [1]
 
 
+@pytest.mark.databases("sqlite")
+def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(store: DatabaseStore) -> None:
+    with store.engine.connect() as connection:
+        mode = connection.exec_driver_sql("PRAGMA journal_mode").scalar()
+        busy_ms = connection.exec_driver_sql("PRAGMA busy_timeout").scalar()
+    assert mode == "wal"
+    assert busy_ms >= 5000
+
+
+@pytest.mark.slow
+def test_a_web_process_pushes_one_by_one_while_four_workers_drain(
+    app: Path, database_url: str, engine: sa.Engine, spawn: Spawn
+) -> None:
+    """300 single pushes, each its own transaction, from this process while
+    four workers polling without pause claim and delete: no push fails
+    (on SQLite each waits its turn for the write lock, within the busy
+    timeout), and every job runs once, on its first attempt."""
+    create_tables(database_url)
+    workers = [spawn("--sleep=0") for _ in range(4)]
+    wait_for_workers(engine, workers)
+    queue = Queue(database_url)
+    try:
+        ids = [queue.push("Record", {"n": n}) for n in range(300)]
+    finally:
+        queue.close()
+
+    wait_until(lambda: len(runs(app, "run")) >= 300, 60, "every job ran")
+    time.sleep(0.3)
+    for worker in workers:
+        worker.signal(signal.SIGTERM)
+    codes = [worker.wait(timeout=15) for worker in workers]
+
+    assert codes == [0] * 4, [worker.log for worker in workers]
+    done = runs(app, "run")
+    assert sorted(r["id"] for r in done) == sorted(ids)
+    assert {r["attempt"] for r in done} == {1}
+    assert len({r["pid"] for r in done}) > 1, "one worker took every job"
+    assert count(engine, "jobs") == 0
+    assert count(engine, "failed_jobs") == 0
+
+
 # -- servers without SKIP LOCKED ----------------------------------------------
 
 
@@ -398,6 +469,36 @@ def test_claims_without_skip_locked_still_hand_each_job_to_one_worker(
     assert len(claimed) == 200 and len(set(claimed)) == 200
 
 
+@pytest.mark.parametrize("skip_locked", [True, False])
+def test_a_worker_says_at_start_when_claims_fall_back_to_plain_locks(
+    tmp_path: Path,
+    database_url: str,
+    caplog: pytest.LogCaptureFixture,
+    skip_locked: bool,
+) -> None:
+    """Told the server has no SKIP LOCKED (as MySQL 5.7 or MariaDB 10.5
+    would be), the worker warns once at start; on the servers tested here,
+    which have it, it says nothing."""
+    write_jobs(tmp_path, "standard")
+    settings = load_settings(cwd=tmp_path, database_url=database_url)
+    store = open_store(settings)
+    if not skip_locked:
+        store._skip_locked = False
+    worker = Worker(settings, WorkerOptions(stop_when_empty=True, sleep=0), store)
+
+    with caplog.at_level(logging.WARNING, logger="conveyor"):
+        worker.run()
+    store.engine.dispose()
+
+    messages = [record.getMessage() for record in caplog.records]
+    warnings = [message for message in messages if "SKIP LOCKED" in message]
+    if skip_locked:
+        assert warnings == []
+    else:
+        [warning] = warnings
+        assert "fall back to plain row locks" in warning
+
+
 # -- clocks --------------------------------------------------------------------
 
 
@@ -427,16 +528,19 @@ def test_a_worker_warns_at_start_when_its_clock_is_off_the_servers(
 # -- configuration refused at start -------------------------------------------
 
 
+@pytest.mark.parametrize("timeout", [30, 0])
 def test_a_job_class_timeout_not_below_retry_after_is_refused_at_start(
-    tmp_path: Path, database_url: str, engine: sa.Engine
+    tmp_path: Path, database_url: str, engine: sa.Engine, timeout: int
 ) -> None:
+    """A class ``timeout`` of ``retry_after`` or more, or 0 (none at all),
+    would let its job outlive its lease: the worker refuses to start."""
     configure(tmp_path, retry_after=30)
     write_jobs(
         tmp_path,
         "slow",
-        """
+        f"""
         class Report(Job):
-            timeout = 30
+            timeout = {timeout}
 
             def handle(self, data):
                 record(self)
@@ -448,7 +552,7 @@ def test_a_job_class_timeout_not_below_retry_after_is_refused_at_start(
 
     assert result.exit_code != 0
     [line] = result.stderr.strip().splitlines()
-    assert "job Report has timeout = 30" in line
+    assert f"job Report has timeout = {timeout}," in line
     assert "retry_after (30 s" in line
     [job] = rows(engine, "jobs")
     assert job["attempts"] == 0

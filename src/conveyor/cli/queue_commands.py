@@ -93,7 +93,8 @@ def _worker_logging(log_format: str) -> None:
     type=click.FloatRange(min=0),
     default=60,
     show_default=True,
-    help="Seconds one attempt may run before it is stopped; 0: no limit.",
+    help="Seconds one attempt may run before it is stopped; more than 0 and "
+    "less than [queue] retry_after.",
 )
 @click.option(
     "--sleep",

@@ -9,7 +9,8 @@ Class attributes override the worker's options for that job:
 ``tries``
     how many attempts it gets (0: no limit);
 ``timeout``
-    seconds one attempt may take before it is stopped;
+    seconds one attempt may take before it is stopped (more than 0 and less
+    than ``retry_after``);
 ``backoff``
     seconds to wait before a retry, or a list with one entry per attempt
     (the last one repeats).

@@ -129,14 +129,15 @@ class JobRunner:
 
         options = _job_options(job_class, request["defaults"])
         retry_after = self.settings.queue.retry_after
-        if options["timeout"] and options["timeout"] >= retry_after:
-            # The job's own timeout would let it run past its lease; cap it so
-            # it is stopped before another worker may take it.
+        if not options["timeout"] or options["timeout"] >= retry_after:
+            # The job's own timeout (0 being none) would let it run past its
+            # lease; cap it so it is stopped before another worker may take it.
+            cap = retry_after - 1 if retry_after > 1 else retry_after / 2
             options["warning"] = (
-                f"{payload.job}.timeout ({options['timeout']:g} s) is not below "
-                f"retry_after ({retry_after} s); stopping it at {retry_after - 1} s"
+                f"{payload.job}.timeout ({options['timeout']:g} s) is not between "
+                f"0 and retry_after ({retry_after} s); stopping it at {cap:g} s"
             )
-            options["timeout"] = retry_after - 1
+            options["timeout"] = cap
         send(write_fd, {"op": "started", "job": payload.job, **options})
         if options["tries"] and request["attempt"] > options["tries"]:
             reason = (

@@ -32,7 +32,7 @@ class WorkerOptions:
     """The options of ``conveyor queue work``."""
 
     queues: tuple[str, ...] = ("default",)
-    #: Seconds one attempt may take; 0 for no limit.
+    #: Seconds one attempt may take: more than 0 and less than retry_after.
     timeout: float = 60
     #: Seconds to wait when every queue is empty.
     sleep: float = 3
@@ -81,11 +81,14 @@ class Worker:
     def validate(self) -> None:
         """Refuse options that cannot work, before taking any job."""
         retry_after = self.settings.queue.retry_after
-        if self.options.timeout and retry_after <= self.options.timeout:
+        if not self.options.timeout or retry_after <= self.options.timeout:
+            # No limit is the longest timeout of all: a job could outlive its
+            # lease and be taken, and failed or run again, by another worker.
             raise ConfigError(
-                f"--timeout={self.options.timeout:g} must be less than retry_after "
-                f"({retry_after} s, [queue] retry_after in conveyor.toml): otherwise "
-                "a job still running would be handed to another worker"
+                f"--timeout={self.options.timeout:g} must be more than 0 and less "
+                f"than retry_after ({retry_after} s, [queue] retry_after in "
+                "conveyor.toml): otherwise a job still running would be handed "
+                "to another worker"
             )
         if self.options.tries < 0:
             raise ConfigError("--tries must be 0 (no limit) or more")
@@ -94,12 +97,12 @@ class Worker:
         """Refuse job classes whose own timeout would outlive their lease."""
         retry_after = self.settings.queue.retry_after
         for name, timeout in sorted(self.child.job_timeouts.items()):
-            if timeout and timeout >= retry_after:
+            if not timeout or timeout >= retry_after:
                 raise ConfigError(
-                    f"job {name} has timeout = {timeout:g}, which must be less than "
-                    f"retry_after ({retry_after} s, [queue] retry_after in "
-                    "conveyor.toml): otherwise it could run on while another "
-                    "worker takes it"
+                    f"job {name} has timeout = {timeout:g}, which must be more than "
+                    f"0 and less than retry_after ({retry_after} s, [queue] "
+                    "retry_after in conveyor.toml): otherwise it could run on "
+                    "while another worker takes it"
                 )
 
     def run(self) -> WorkerStats:

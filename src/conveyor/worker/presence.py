@@ -43,19 +43,33 @@ class Presence:
         self._insert_row(now)
 
     def _insert_row(self, now: int) -> None:
-        self._execute(
-            sa.insert(self.table).values(
-                id=self.id,
-                host=socket.gethostname(),
-                pid=os.getpid(),
-                queues=",".join(self.queues),
-                started_at=now,
-                heartbeat_at=now,
-                current_job=None,
-                stop_requested=False,
+        try:
+            self._execute(
+                sa.insert(self.table).values(
+                    id=self.id,
+                    host=socket.gethostname(),
+                    pid=os.getpid(),
+                    queues=",".join(self.queues),
+                    started_at=now,
+                    heartbeat_at=now,
+                    current_job=None,
+                    stop_requested=False,
+                )
             )
-        )
+        except sa.exc.IntegrityError:
+            # The id is this worker's own random token, so a row holding it
+            # is this worker's insert: its commit landed although the
+            # connection dropped before saying so, and it was run again.
+            if not self._registered():
+                raise
         self._last_beat = time.monotonic()
+
+    def _registered(self) -> bool:
+        with self.store.engine.connect() as connection:
+            found = connection.execute(
+                sa.select(self.table.c.id).where(self.table.c.id == self.id)
+            )
+            return found.first() is not None
 
     def _execute(self, statement: sa.Executable) -> None:
         def run() -> None:
