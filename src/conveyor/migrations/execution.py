@@ -27,7 +27,6 @@ from conveyor.migrations.discovery import MigrationFile
 from conveyor.migrations.loader import line_in_file
 from conveyor.migrations.migration import Database, Migration
 from conveyor.migrations.repository import MigrationRepository
-from conveyor.migrations.script import commits_implicitly
 
 if TYPE_CHECKING:
     from alembic.operations import Operations
@@ -308,6 +307,10 @@ def _recording(connection: Connection, statements: list[str]) -> Iterator[None]:
 def _committed_count(statements: list[str]) -> int:
     """How many of ``statements`` MySQL has committed: all of them up to and
     including the last one that commits implicitly."""
+    # Here rather than at the top: sqlparse is needed only after a failure
+    # on MySQL, and every command would otherwise load it at start-up.
+    from conveyor.migrations.script import commits_implicitly
+
     committed = 0
     for index, statement in enumerate(statements, start=1):
         if commits_implicitly(statement):

@@ -145,6 +145,10 @@ class MigrationRepository:
     # -- unfinished attempts (MySQL / MariaDB) -----------------------------------
 
     def unfinished(self) -> dict[str, Attempt]:
+        # Only MySQL and MariaDB keep attempts; elsewhere asking the catalog
+        # whether the table exists would be a wasted query.
+        if self.connection.dialect.name not in ("mysql", "mariadb"):
+            return {}
         if not self.has_attempts_table():
             return {}
         a = self.attempts
