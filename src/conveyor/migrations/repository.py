@@ -10,7 +10,7 @@ row never counts as applied; it is removed when a later run succeeds.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -18,6 +18,10 @@ from sqlalchemy.engine import Connection
 from conveyor.exceptions import MigrationTableError
 
 _REQUIRED_COLUMNS = {"id", "migration", "batch"}
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,16 @@ class AppliedMigration:
 
 
 @dataclass(frozen=True)
+class Record:
+    """A row about to be added to the migrations table."""
+
+    migration: str
+    batch: int
+    checksum: str
+    applied_at: dt.datetime = field(default_factory=_utcnow)
+
+
+@dataclass(frozen=True)
 class Attempt:
     """A migration that started on MySQL/MariaDB and did not finish."""
 
@@ -42,10 +56,6 @@ class Attempt:
     error: str | None
     statement: str | None
     committed: int
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
 class MigrationRepository:
@@ -127,15 +137,11 @@ class MigrationRepository:
         query = sa.select(sa.func.coalesce(sa.func.max(self.table.c.batch), 0))
         return int(self.connection.execute(query).scalar_one())
 
-    def record(self, migration: str, batch: int, checksum: str) -> None:
-        self.connection.execute(
-            self.table.insert().values(
-                migration=migration,
-                batch=batch,
-                checksum=checksum,
-                applied_at=_utcnow(),
-            )
-        )
+    def record(self, *records: Record) -> None:
+        """Add rows for migrations that ran, in one statement however many."""
+        rows = [asdict(record) for record in records]
+        if rows:
+            self.connection.execute(self.table.insert(), rows)
 
     def remove(self, migration: str) -> None:
         self.connection.execute(
