@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import NoSuchTableError
 
 from conveyor.exceptions import MigrationTableError
 
@@ -98,19 +99,22 @@ class MigrationRepository:
     def ensure(self, *, with_attempts: bool = False) -> None:
         """Create the tables that are missing and check the shape of the
         migrations table if it was already there."""
-        if self.exists():
-            self.check_shape()
-        else:
+        if not self.check_shape():
             self.table.create(self.connection)
         if with_attempts:
             self.attempts.create(self.connection, checkfirst=True)
 
-    def check_shape(self) -> None:
-        """Refuse a table of the same name that is not ours, such as
-        CodeIgniter 3's one-row ``version`` table."""
-        columns = {
-            c["name"] for c in sa.inspect(self.connection).get_columns(self.table_name)
-        }
+    def check_shape(self) -> bool:
+        """Whether the migrations table exists, refusing a table of that name
+        that is not ours, such as CodeIgniter 3's one-row ``version`` table.
+
+        One question to the catalog answers both, rather than asking first
+        whether the table exists."""
+        try:
+            reflected = sa.inspect(self.connection).get_columns(self.table_name)
+        except NoSuchTableError:
+            return False
+        columns = {column["name"] for column in reflected}
         missing = _REQUIRED_COLUMNS - columns
         if missing:
             raise MigrationTableError(
@@ -119,6 +123,7 @@ class MigrationRepository:
                 f"missing {', '.join(sorted(missing))}); set "
                 '[migrations] table = "..." in conveyor.toml to use another name'
             )
+        return True
 
     def has_attempts_table(self) -> bool:
         return sa.inspect(self.connection).has_table(self.attempts.name)
