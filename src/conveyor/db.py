@@ -156,11 +156,19 @@ def family_of(engine_or_connection: Engine | Connection) -> Family:
 
 @contextmanager
 def connect(engine: Engine, *, read_only: bool = False) -> Iterator[Connection]:
-    """A connection, with a failure to connect turned into one clear line."""
+    """A connection, with a failure to connect turned into one clear line.
+
+    A ``read_only`` connection never waits for a writer on SQLite (its
+    transactions begin deferred) and autocommits elsewhere: each read is then
+    a statement of its own, without the BEGIN and ROLLBACK round trips that
+    a transaction would cost on top.
+    """
     try:
         connection = engine.connect()
-        if read_only:
+        if read_only and engine.dialect.name == "sqlite":
             connection = connection.execution_options(**{SQLITE_BEGIN: "DEFERRED"})
+        elif read_only:
+            connection = connection.execution_options(isolation_level="AUTOCOMMIT")
     except DBAPIError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         raise DatabaseError(

@@ -12,7 +12,9 @@ import sqlalchemy as sa
 
 from helpers import (
     migrations_recorded,
+    rows,
     run_cli,
+    status_line,
     table_migration,
     table_names,
     write_migration,
@@ -105,6 +107,47 @@ def test_rollback_refuses_a_migration_without_down(
         f"error: {path}: OnlyUp has no down(); nothing was rolled back\n"
     )
     assert len(migrations_recorded(engine)) == 2
+
+
+def test_a_failed_run_records_each_migration_before_the_failure(
+    tmp_path: Path, database_url: str, engine: sa.Engine
+) -> None:
+    """Every migration that ran before the failing one keeps its row, in file
+    order, in the run's batch, with its checksum. (On PostgreSQL those rows
+    are written together just before the run commits.)"""
+    folder = tmp_path / "migrations"
+    write_migration(folder, "2024_01_01_000000_create_one", table_migration("one"))
+    assert run_cli(["migrate"], cwd=tmp_path, database_url=database_url).exit_code == 0
+    for index, table in enumerate(["two", "three", "four"], start=1):
+        name = f"2024_01_01_00000{index}_create_{table}"
+        write_migration(folder, name, table_migration(table))
+    write_migration(
+        folder,
+        "2024_01_01_000004_broken",
+        """
+        from conveyor import Migration
+
+        class Broken(Migration):
+            def up(self):
+                raise RuntimeError("stop here")
+    """,
+    )
+
+    result = run_cli(["migrate"], cwd=tmp_path, database_url=database_url)
+
+    assert result.exit_code == 1
+    recorded = rows(engine, "migrations")
+    assert [(row["migration"][18:], row["batch"]) for row in recorded] == [
+        ("create_one", 1),
+        ("create_two", 2),
+        ("create_three", 2),
+        ("create_four", 2),
+    ]
+    assert all(len(row["checksum"]) == 64 for row in recorded)
+    assert {"one", "two", "three", "four"} <= table_names(engine)
+    status = run_cli(["migrate", "status"], cwd=tmp_path, database_url=database_url)
+    assert "file edited" not in status.output
+    assert "Ran" not in status_line(status.stdout, "_broken")
 
 
 def test_a_migrations_table_of_another_shape_is_refused(

@@ -6,12 +6,14 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
 
 from conveyor.config import Settings, load_settings
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -92,5 +94,9 @@ def configure_logging(*, verbose: bool) -> None:
 
 
 def console() -> Console:
+    # Imported here so that commands printing plain lines, such as migrate
+    # status, do not pay for Rich at start-up.
+    from rich.console import Console
+
     # Piped output keeps long migration names on one line.
     return Console(width=None if sys.stdout.isatty() else 160, highlight=False)

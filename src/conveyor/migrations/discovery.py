@@ -9,6 +9,7 @@ file-name order is run order. Reading the folder never imports a module, so
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,11 +30,11 @@ class MigrationFile:
 
     path: Path
 
-    @property
+    @cached_property
     def name(self) -> str:
         """The identity recorded in the migrations table: the file name
         without ``.py``."""
-        return self.path.stem
+        return self.path.name[:-3]
 
     @property
     def timestamp(self) -> str:
@@ -48,7 +49,8 @@ class MigrationFile:
     def checksum(self) -> str:
         """SHA-256 of the source with line endings, a BOM and trailing white
         space normalised, so an editor's reformatting is not an edit."""
-        text = self.path.read_bytes().decode("utf-8-sig", errors="replace")
+        with open(self.path, "rb") as handle:
+            text = handle.read().decode("utf-8-sig", errors="replace")
         lines = [line.rstrip() for line in text.splitlines()]
         normalised = "\n".join(lines).strip("\n")
         return hashlib.sha256(normalised.encode("utf-8")).hexdigest()
@@ -74,17 +76,20 @@ def discover(folder: Path) -> Discovery:
 
     files: list[MigrationFile] = []
     skipped: list[Path] = []
-    for path in sorted(folder.iterdir()):
+    # scandir, sorted by name, rather than sorted Paths each asked is_dir():
+    # the directory entry already knows its type, which spares a stat() per
+    # file in a folder of thousands.
+    with os.scandir(folder) as entries:
+        listing = sorted((entry.name, entry.is_dir()) for entry in entries)
+    for name, is_dir in listing:
         # Folders are where SQL scripts and helpers live; only files that
         # look like something else than a migration are worth a warning.
-        if path.name.startswith((".", "__")) or path.name in _IGNORED:
+        if is_dir or name.startswith((".", "__")) or name in _IGNORED:
             continue
-        if path.is_dir():
-            continue
-        if FILE_PATTERN.match(path.name):
-            files.append(MigrationFile(path))
+        if FILE_PATTERN.match(name):
+            files.append(MigrationFile(folder / name))
         else:
-            skipped.append(path)
+            skipped.append(folder / name)
     return Discovery(files=tuple(files), skipped=tuple(skipped))
 
 

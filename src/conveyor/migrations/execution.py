@@ -13,7 +13,7 @@ import io
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -26,8 +26,7 @@ from conveyor.exceptions import MigrationFailed
 from conveyor.migrations.discovery import MigrationFile
 from conveyor.migrations.loader import line_in_file
 from conveyor.migrations.migration import Database, Migration
-from conveyor.migrations.repository import MigrationRepository
-from conveyor.migrations.script import commits_implicitly
+from conveyor.migrations.repository import MigrationRepository, Record
 
 if TYPE_CHECKING:
     from alembic.operations import Operations
@@ -63,6 +62,9 @@ class Executor:
         self.repository = repository
         self.family = family
         self._in_run = False
+        #: Rows for migrations applied inside the run's transaction, written
+        #: together just before it commits.
+        self._unrecorded: list[Record] = []
         self._operations: Operations | None = None
 
     @property
@@ -79,6 +81,11 @@ class Executor:
         not it raised. One commit for the run, rather than one per migration,
         spares a disk flush per migration. SQLite's transaction is the
         migration lock itself; MySQL commits each migration on its own.
+
+        The rows of the migrations applied in the run are written in one
+        statement just before the commit, rather than one round trip to the
+        server each: they commit with their migrations all the same, and a
+        migration that failed was never added.
         """
         if self.family != "postgresql":
             yield
@@ -91,7 +98,9 @@ class Executor:
         finally:
             self._in_run = False
             if transaction.is_active:
+                self.repository.record(*self._unrecorded)
                 transaction.commit()
+            self._unrecorded.clear()
 
     @contextmanager
     def unit(self) -> Iterator[None]:
@@ -119,7 +128,7 @@ class Executor:
             file,
             cls,
             "up",
-            lambda: self.repository.record(file.name, batch, file.checksum),
+            lambda: self._record(Record(file.name, batch, file.checksum)),
         )
         step = Step(file.name, "up", batch, time.perf_counter() - started)
         log.info(
@@ -130,6 +139,12 @@ class Executor:
             extra={"event": "migration_applied"},
         )
         return step
+
+    def _record(self, record: Record) -> None:
+        if self._in_run:
+            self._unrecorded.append(record)
+        else:
+            self.repository.record(record)
 
     def revert(self, file: MigrationFile, cls: type[Migration], batch: int) -> Step:
         started = time.perf_counter()
@@ -196,11 +211,18 @@ class Executor:
             with self.unit():
                 self.repository.start_attempt(file.name, direction)
 
+        # Only MySQL needs the statements sent, to count what a failure there
+        # left committed; listening costs a little on every statement.
         statements: list[str] = []
+        recording = (
+            _recording(self.connection, statements)
+            if tracks_attempts
+            else nullcontext()
+        )
         try:
             with self.unit():
                 migration = self._instantiate(file, cls)
-                with _recording(self.connection, statements):
+                with recording:
                     getattr(migration, direction)()
                 record()
                 if tracks_attempts:
@@ -308,6 +330,10 @@ def _recording(connection: Connection, statements: list[str]) -> Iterator[None]:
 def _committed_count(statements: list[str]) -> int:
     """How many of ``statements`` MySQL has committed: all of them up to and
     including the last one that commits implicitly."""
+    # Here rather than at the top: sqlparse is needed only after a failure
+    # on MySQL, and every command would otherwise load it at start-up.
+    from conveyor.migrations.script import commits_implicitly
+
     committed = 0
     for index, statement in enumerate(statements, start=1):
         if commits_implicitly(statement):

@@ -9,8 +9,6 @@ from typing import IO, TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, CursorResult
 
-from conveyor.migrations.script import split_statements
-
 if TYPE_CHECKING:
     # Alembic is imported only when a migration runs, which keeps status fast.
     from alembic.operations import Operations
@@ -64,6 +62,10 @@ class Database:
         migration's folder. Statements go to the driver as written: no
         placeholders are bound, so ``%`` and ``:`` need no escaping.
         """
+        # sqlparse is loaded by the first script, not by every command that
+        # imports this module (status does, to check pending files).
+        from conveyor.migrations.script import split_statements
+
         statements = split_statements(self._read_script(script))
         for statement in statements:
             if self._pretend_output is not None:

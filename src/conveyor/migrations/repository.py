@@ -10,14 +10,19 @@ row never counts as applied; it is removed when a later run succeeds.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import NoSuchTableError
 
 from conveyor.exceptions import MigrationTableError
 
 _REQUIRED_COLUMNS = {"id", "migration", "batch"}
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,16 @@ class AppliedMigration:
 
 
 @dataclass(frozen=True)
+class Record:
+    """A row about to be added to the migrations table."""
+
+    migration: str
+    batch: int
+    checksum: str
+    applied_at: dt.datetime = field(default_factory=_utcnow)
+
+
+@dataclass(frozen=True)
 class Attempt:
     """A migration that started on MySQL/MariaDB and did not finish."""
 
@@ -42,10 +57,6 @@ class Attempt:
     error: str | None
     statement: str | None
     committed: int
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
 class MigrationRepository:
@@ -88,19 +99,22 @@ class MigrationRepository:
     def ensure(self, *, with_attempts: bool = False) -> None:
         """Create the tables that are missing and check the shape of the
         migrations table if it was already there."""
-        if self.exists():
-            self.check_shape()
-        else:
+        if not self.check_shape():
             self.table.create(self.connection)
         if with_attempts:
             self.attempts.create(self.connection, checkfirst=True)
 
-    def check_shape(self) -> None:
-        """Refuse a table of the same name that is not ours, such as
-        CodeIgniter 3's one-row ``version`` table."""
-        columns = {
-            c["name"] for c in sa.inspect(self.connection).get_columns(self.table_name)
-        }
+    def check_shape(self) -> bool:
+        """Whether the migrations table exists, refusing a table of that name
+        that is not ours, such as CodeIgniter 3's one-row ``version`` table.
+
+        One question to the catalog answers both, rather than asking first
+        whether the table exists."""
+        try:
+            reflected = sa.inspect(self.connection).get_columns(self.table_name)
+        except NoSuchTableError:
+            return False
+        columns = {column["name"] for column in reflected}
         missing = _REQUIRED_COLUMNS - columns
         if missing:
             raise MigrationTableError(
@@ -109,6 +123,7 @@ class MigrationRepository:
                 f"missing {', '.join(sorted(missing))}); set "
                 '[migrations] table = "..." in conveyor.toml to use another name'
             )
+        return True
 
     def has_attempts_table(self) -> bool:
         return sa.inspect(self.connection).has_table(self.attempts.name)
@@ -127,15 +142,11 @@ class MigrationRepository:
         query = sa.select(sa.func.coalesce(sa.func.max(self.table.c.batch), 0))
         return int(self.connection.execute(query).scalar_one())
 
-    def record(self, migration: str, batch: int, checksum: str) -> None:
-        self.connection.execute(
-            self.table.insert().values(
-                migration=migration,
-                batch=batch,
-                checksum=checksum,
-                applied_at=_utcnow(),
-            )
-        )
+    def record(self, *records: Record) -> None:
+        """Add rows for migrations that ran, in one statement however many."""
+        rows = [asdict(record) for record in records]
+        if rows:
+            self.connection.execute(self.table.insert(), rows)
 
     def remove(self, migration: str) -> None:
         self.connection.execute(
@@ -145,6 +156,10 @@ class MigrationRepository:
     # -- unfinished attempts (MySQL / MariaDB) -----------------------------------
 
     def unfinished(self) -> dict[str, Attempt]:
+        # Only MySQL and MariaDB keep attempts; elsewhere asking the catalog
+        # whether the table exists would be a wasted query.
+        if self.connection.dialect.name not in ("mysql", "mariadb"):
+            return {}
         if not self.has_attempts_table():
             return {}
         a = self.attempts

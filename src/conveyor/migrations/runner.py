@@ -144,9 +144,7 @@ class Migrator:
             repository = MigrationRepository(connection, self.table)
             executor = Executor(connection, repository, family)
             if pretend:
-                exists = repository.exists()
-                if exists:
-                    repository.check_shape()
+                exists = repository.check_shape()
                 yield _Run(connection, repository, executor, discovery, exists)
                 return
             with migration_lock(

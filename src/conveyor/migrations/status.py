@@ -42,9 +42,7 @@ class Status:
 
 
 def build_status(discovery: Discovery, repository: MigrationRepository) -> Status:
-    exists = repository.exists()
-    if exists:
-        repository.check_shape()
+    exists = repository.check_shape()
     applied = {row.migration: row for row in repository.applied()} if exists else {}
     unfinished = repository.unfinished() if exists else {}
     files = discovery.by_name()
