@@ -1,7 +1,7 @@
 """The dashboard's reads that ``queue status`` and ``queue failed`` do not
-already offer: waiting and running jobs page by page, one job, and failures
-per minute. Every query reads only, so on SQLite it never waits for a
-worker's write."""
+already offer: waiting and running jobs page by page, one job, the queues'
+names. Every query reads only, so on SQLite it never waits for a worker's
+write."""
 
 from __future__ import annotations
 
@@ -53,13 +53,6 @@ class JobPage:
         return max(math.ceil(self.total / self.page_size), 1)
 
 
-@dataclass(frozen=True)
-class MinuteCount:
-    #: The minute's first second, UTC epoch.
-    minute: int
-    count: int
-
-
 def readable(payload: str) -> str:
     """A payload as indented JSON with its text unescaped (it is stored as
     ASCII), or as stored when it is not JSON."""
@@ -77,10 +70,11 @@ def _state_of(row: Any, now: int) -> JobState:
 
 def _job_name_pattern(job: str) -> str:
     # Payloads are written by Payload.encode as {"uuid": ..., "job": ...,
-    # "data": ...}; the name is an identifier, so only LIKE's wildcards need
-    # escaping.
-    escaped = job.replace("!", "!!").replace("%", "!%").replace("_", "!_")
-    return f'%"job": "{escaped}", "data": %'
+    # "data": ...} in ASCII JSON, so the name is matched as json.dumps wrote
+    # it, with LIKE's wildcards escaped.
+    name = json.dumps(job, ensure_ascii=True)
+    escaped = name.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+    return f'%"job": {escaped}, "data": %'
 
 
 def list_jobs(
@@ -161,28 +155,3 @@ def queue_names(store: DatabaseStore) -> list[str]:
     query = sa.union(sa.select(jobs.c.queue), sa.select(failed.c.queue))
     with connect(store.engine, read_only=True) as connection:
         return sorted(row[0] for row in connection.execute(query))
-
-
-def failures_per_minute(store: DatabaseStore, minutes: int = 60) -> list[MinuteCount]:
-    """Jobs moved to the failed-job store in each of the last ``minutes``
-    minutes, oldest first, the current minute last.
-
-    Jobs retried or forgotten since no longer count: the store keeps only
-    what is still failed.
-    """
-    store.ensure_tables()
-    failed = store.tables.failed
-    current = store.now() // 60 * 60
-    since = current - (minutes - 1) * 60
-    minute = (failed.c.failed_at - failed.c.failed_at % 60).label("minute")
-    query = (
-        sa.select(minute, sa.func.count())
-        .where(failed.c.failed_at >= since)
-        .group_by(minute)
-    )
-    with connect(store.engine, read_only=True) as connection:
-        counts = {int(start): int(n) for start, n in connection.execute(query)}
-    return [
-        MinuteCount(start, counts.get(start, 0))
-        for start in range(since, current + 1, 60)
-    ]

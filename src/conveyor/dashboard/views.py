@@ -35,6 +35,7 @@ from conveyor.exceptions import ConveyorError, QueueError
 from conveyor.failed.store import FailedJobStore
 from conveyor.migrations.runner import Migrator
 from conveyor.queue import inspection
+from conveyor.worker.metrics import per_minute
 from conveyor.worker.presence import request_restart
 
 blueprint = Blueprint("dashboard", __name__)
@@ -106,7 +107,7 @@ FILTERS: dict[str, Callable[..., str]] = {
 def overview() -> str:
     sources = _sources()
     counts = inspection.queue_counts(sources.store)
-    chart = queries.failures_per_minute(sources.store)
+    chart = per_minute(sources.store)
     totals = {
         kind: sum(getattr(c, kind) for c in counts)
         for kind in ("ready", "delayed", "running", "expired", "failed")
@@ -118,7 +119,7 @@ def overview() -> str:
         totals=totals,
         workers=inspection.workers(sources.store),
         chart=chart,
-        chart_peak=max([m.count for m in chart] + [1]),
+        chart_peak=max([max(m.done, m.failed) for m in chart] + [1]),
     )
 
 
