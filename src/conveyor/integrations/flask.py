@@ -41,7 +41,7 @@ from flask import Flask, current_app, has_app_context
 from flask.cli import ScriptInfo
 
 from conveyor.cli import ConveyorGroup
-from conveyor.cli.options import _META_CONFIG, _META_DATABASE, configure_logging
+from conveyor.cli.options import META_SETTINGS, configure_logging
 from conveyor.config import (
     CONFIG_FILE,
     ENV_DATABASE_URL,
@@ -148,12 +148,15 @@ class _FlaskConveyorGroup(ConveyorGroup):
         configure_logging(verbose=False)
         info = ctx.ensure_object(ScriptInfo)
         settings: Settings = info.load_app().extensions["conveyor"].settings
-        ctx.meta.setdefault(_META_DATABASE, settings.database_url)
-        if settings.source is not None:
-            ctx.meta.setdefault(_META_CONFIG, settings.source)
-        # The worker's job process imports the application the same way.
+        ctx.meta[META_SETTINGS] = settings
+        # The worker's job process imports the application the same way,
+        # from the settings' folder: a path to a file must not depend on the
+        # folder the command was started from.
         if info.app_import_path:
-            os.environ[ENV_APP] = info.app_import_path
+            module, colon, name = info.app_import_path.partition(":")
+            if os.sep in module or module.endswith(".py"):
+                module = os.path.abspath(module)
+            os.environ[ENV_APP] = module + colon + name
         return super().invoke(ctx)
 
 
