@@ -124,8 +124,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="The /queuetest demo.")
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--smtp-port", type=int, default=8025)
+    parser.add_argument("--database", metavar="URL", help="instead of conveyor.db")
     args = parser.parse_args()
     os.chdir(HERE)
+    if args.database:
+        os.environ["CONVEYOR_DATABASE_URL"] = args.database
     # Stopped by a process manager: shut the worker and the mailbox too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     os.environ["CHINOOK_SMTP_PORT"] = str(args.smtp_port)

@@ -26,10 +26,23 @@ def is_loopback_host(host: str) -> bool:
     show_default=True,
     help="Address to listen on; any but loopback needs CONVEYOR_DASHBOARD_TOKEN.",
 )
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8000,
+    show_default=True,
+    help="Port to listen on; 0 picks a free one.",
+)
+@click.option(
+    "--refresh",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="Seconds between two refreshes of an open page; 0 never refreshes.",
+)
 @common_options
 @click.pass_context
-def dashboard(ctx: click.Context, host: str, port: int) -> None:
+def dashboard(ctx: click.Context, host: str, port: int, refresh: float) -> None:
     """Serve the web dashboard: queues, jobs, failed jobs, workers, migrations."""
     # Imported here so that other commands never need Flask.
     try:
@@ -47,7 +60,7 @@ def dashboard(ctx: click.Context, host: str, port: int) -> None:
             f"--host {host} serves the dashboard to other machines; set "
             f"{ENV_TOKEN} to the token they must sign in with"
         )
-    app = create_app(settings_for(ctx), token=token)
+    app = create_app(settings_for(ctx), token=token, refresh_seconds=refresh)
     server = make_server(host, port, app, threaded=True)
     shown = f"[{host}]" if ":" in host else host
     click.echo(
