@@ -151,7 +151,7 @@ def chart_history(url: str) -> None:
             "minute": now - 60 * ago,
             "queue": "default",
             "done": 20 + (ago * 7) % 23,
-            "failed": (ago * 5) % 4 // 3,
+            "failed": (ago * 5) % 7 // 2,
         }
         for ago in range(1, 60)
     ]
