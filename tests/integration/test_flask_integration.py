@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -191,3 +192,30 @@ def test_init_app_in_a_factory(tmp_path: Path, database_url: str) -> None:
             assert conveyor.settings.database_url.endswith(f"{app.name}.db")
         app.extensions["conveyor"].queue.close()
     assert "conveyor" in apps[0].cli.commands
+
+
+@pytest.mark.databases("sqlite")
+def test_processes_of_one_application_share_dashboard_sessions(
+    tmp_path: Path, database_url: str
+) -> None:
+    def process() -> Flask:
+        app = Flask("shop", root_path=str(tmp_path))
+        app.config.update(
+            SECRET_KEY="the shop's key",
+            CONVEYOR_DATABASE_URL=database_url,
+            CONVEYOR_DASHBOARD_PREFIX="/ops",
+        )
+        Conveyor(app)
+        return app
+
+    first, second = process().test_client(), process().test_client()
+    page = first.get("/ops/failed").get_data(as_text=True)
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert found, page
+    cookie = first.get_cookie("conveyor_dashboard")
+    assert cookie is not None
+    second.set_cookie("conveyor_dashboard", cookie.value)
+
+    flushed = second.post("/ops/failed/flush", data={"csrf_token": found.group(1)})
+
+    assert flushed.status_code == 303

@@ -35,11 +35,14 @@ def create_app(
     *,
     token: str | None = None,
     refresh_seconds: float = 5.0,
+    host_key: str | None = None,
 ) -> Flask:
     """The dashboard for ``settings`` (by default those the CLI reads).
 
     With ``token``, a browser must sign in with it; without, only clients on
-    the loopback interface are answered.
+    the loopback interface are answered. ``host_key``, the secret key of the
+    application it is mounted in, lets every process of that application
+    accept the same sessions when there is no token.
     """
     from conveyor.commands import open_migrator, open_store
     from conveyor.dashboard import views
@@ -47,7 +50,7 @@ def create_app(
     settings = settings or load_settings()
     app = Flask(__name__)
     app.config.update(
-        SECRET_KEY=secret_key_for(token),
+        SECRET_KEY=secret_key_for(token, host_key),
         # Its own cookie name: mounted inside another Flask application, the
         # two sessions must not overwrite each other.
         SESSION_COOKIE_NAME="conveyor_dashboard",

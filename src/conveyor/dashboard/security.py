@@ -32,13 +32,15 @@ def csrf_token() -> str:
     return token
 
 
-def secret_key_for(token: str | None) -> str:
-    """The key that signs the session cookie: derived from the token, so
-    that every process serving the dashboard accepts the same sessions, or
-    random per process when there is no token."""
-    if token is None:
+def secret_key_for(token: str | None, host_key: str | None = None) -> str:
+    """The key that signs the session cookie: derived from the token, else
+    from the key of the application the dashboard is mounted in, so that
+    every process serving it accepts the same sessions; random per process
+    when there is neither."""
+    seed = token if token is not None else host_key
+    if seed is None:
         return secrets.token_hex(32)
-    return hashlib.sha256(b"conveyor-dashboard-session\0" + token.encode()).hexdigest()
+    return hashlib.sha256(b"conveyor-dashboard-session\0" + seed.encode()).hexdigest()
 
 
 def token_matches(given: str) -> bool:

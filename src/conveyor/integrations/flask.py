@@ -134,7 +134,10 @@ def mount_dashboard(app: Flask, prefix: str, settings: Settings) -> None:
     from conveyor.dashboard import create_app, token_from_environment
 
     token = app.config.get("CONVEYOR_DASHBOARD_TOKEN") or token_from_environment()
-    dashboard = create_app(settings, token=token)
+    host_key = app.config.get("SECRET_KEY")
+    dashboard = create_app(
+        settings, token=token, host_key=str(host_key) if host_key else None
+    )
     app.wsgi_app = DispatcherMiddleware(  # type: ignore[method-assign]
         app.wsgi_app, {"/" + prefix.strip("/"): dashboard}
     )
