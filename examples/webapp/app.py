@@ -1,8 +1,10 @@
 """The /queuetest demo: a small Flask application using Conveyor.
 
-``python app.py`` (from any folder) migrates the SQLite database of this
-folder, starts the Chinook example's SMTP mailbox and one worker, and serves
-http://127.0.0.1:5000/queuetest, with the dashboard at /conveyor/.
+``python app.py`` (from any folder; ``scripts/webapp.sh`` runs it from a
+scratch copy) migrates the SQLite database of this folder (or the one
+``--database URL`` names), starts the Chinook example's SMTP mailbox and one
+worker, and serves http://127.0.0.1:5000/queuetest, with the dashboard at
+/conveyor/.
 
 ``flask --app app run`` serves the page alone; ``flask --app app conveyor
 queue work`` runs a worker whose jobs see the application's config.

@@ -68,12 +68,25 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
+def answers() -> list[bool]:
+    """The answers the next confirmations get, in turn; then yes, as an
+    operator who means it would answer."""
+    return []
+
+
+@pytest.fixture
+def page(browser: Any, answers: list[bool]) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1200, "height": 860})
     context.set_default_timeout(PATIENCE)
     page = context.new_page()
-    # Every confirmation is answered yes, as an operator who means it would.
-    page.on("dialog", lambda dialog: dialog.accept())
+
+    def answer(dialog: Any) -> None:
+        if answers.pop(0) if answers else True:
+            dialog.accept()
+        else:
+            dialog.dismiss()
+
+    page.on("dialog", answer)
     yield page
     context.close()
 
@@ -262,6 +275,23 @@ def test_a_failed_job_retried_with_the_button_leaves_the_list_and_runs(
         assert len(ran) == 1
     finally:
         worker.kill()
+
+
+def test_an_action_waits_for_its_confirmation(
+    page: Any, answers: list[bool], dashboard: str, database_url: str
+) -> None:
+    failed_record(database_url, "default", {"n": 1})
+    page.goto(dashboard + "/failed")
+    forget = page.locator("tr[data-failed-id]").get_by_role("button", name="Forget")
+
+    answers.append(False)
+    forget.click()
+    page.wait_for_timeout(1500)
+    assert page.locator("tr[data-failed-id]").count() == 1
+
+    forget.click()
+    page.locator(".flash.ok").filter(has_text="forgotten").wait_for()
+    assert page.locator("tr[data-failed-id]").count() == 0
 
 
 def test_a_post_without_the_csrf_token_is_refused(
