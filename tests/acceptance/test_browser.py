@@ -157,7 +157,7 @@ def chart_history(url: str) -> None:
     left them, so the chart has something to show."""
     queue = Queue(url)
     store = queue.store
-    metrics = metrics_table(store)
+    metrics = metrics_table(store.tables.jobs.name)
     now = store.now() // 60 * 60
     rows = [
         {

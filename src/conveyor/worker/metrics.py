@@ -37,9 +37,13 @@ class MinuteTotals:
     failed: int = 0
 
 
-def metrics_table(store: DatabaseStore) -> sa.Table:
-    """The store's metrics table, named after its jobs table."""
-    name = f"{store.tables.jobs.name}_metrics"
+def metrics_table_name(jobs_table: str) -> str:
+    return f"{jobs_table}_metrics"
+
+
+def metrics_table(jobs_table: str) -> sa.Table:
+    """The metrics table kept beside the jobs table ``jobs_table``."""
+    name = metrics_table_name(jobs_table)
     queue_name = sa.String(255).with_variant(
         mysql.VARCHAR(255, collation="utf8mb4_bin"), "mysql", "mariadb"
     )
@@ -78,7 +82,7 @@ class MinuteCounts:
 
     def __init__(self, store: DatabaseStore) -> None:
         self.store = store
-        self.table = metrics_table(store)
+        self.table = metrics_table(store.tables.jobs.name)
         self._pending: dict[tuple[int, str], list[int]] = {}
         self._ready = False
         self._last_flush = time.monotonic()
@@ -133,7 +137,7 @@ class MinuteCounts:
 def per_minute(store: DatabaseStore, minutes: int = 60) -> list[MinuteTotals]:
     """Jobs done and failed in each of the last ``minutes`` minutes, every
     queue together, oldest first, the current minute last."""
-    table = metrics_table(store)
+    table = metrics_table(store.tables.jobs.name)
     ensure_metrics_table(store, table)
     current = store.now() // 60 * 60
     since = current - (minutes - 1) * 60
