@@ -581,3 +581,50 @@ def drop_worker_connections(engine: sa.Engine, database_name: str, tag: str) -> 
             connection.execute(sa.text(f"KILL {int(connection_id)}"))
             killed += 1
         return killed
+
+
+#: What :func:`fill_every_state` leaves, per queue: ready, delayed, running,
+#: failed.
+EVERY_STATE = {"default": (3, 1, 0, 2), "mail": (2, 0, 1, 1)}
+#: A payload and an error that would run script if rendered as HTML.
+HOSTILE = "<script>window.pwned = 1</script><img src=x onerror=alert(1)>"
+
+
+def fill_every_state(url: str) -> dict[str, list[int]]:
+    """Jobs in every state on queues ``default`` and ``mail`` (see
+    :data:`EVERY_STATE`), one failed job with a hostile payload and error,
+    and 5 done and 2 failed counted this minute; the ids by kind."""
+    from conveyor.worker.metrics import MinuteCounts
+
+    queue = Queue(url)
+    store = queue.store
+    ids: dict[str, list[int]] = {"failed": [], "running": []}
+    try:
+        for queue_name, data in (
+            ("default", {"n": 1}),
+            ("default", {"n": 2}),
+            ("mail", {"to": HOSTILE}),
+        ):
+            queue.push("Boom", data, queue=queue_name)
+            job = store.reserve(queue_name)
+            assert job is not None
+            error = f"Traceback (most recent call last):\nValueError: boom {HOSTILE}"
+            store.fail(job, error, "")
+            ids["failed"].append(job.id)
+        queue.push("SendWelcomeEmail", {"to": "held@example.com"}, queue="mail")
+        running = store.reserve("mail", "someone")
+        assert running is not None
+        ids["running"].append(running.id)
+        ids["ready"] = [
+            *queue.bulk("Record", [{"n": n} for n in range(3)]),
+            *queue.bulk("SendWelcomeEmail", [{"to": "a@example.com"}] * 2, "mail"),
+        ]
+        ids["delayed"] = [queue.later(3600, "SendReminder", {"user": 7})]
+
+        metrics = MinuteCounts(store)
+        for outcome in ["DONE"] * 5 + ["FAILED"] * 2:
+            metrics.count("default", outcome)
+        metrics.flush(force=True)
+    finally:
+        queue.close()
+    return ids

@@ -1,5 +1,6 @@
 """``queue table`` writes a migration that creates exactly the tables the
-queue would create on first use, and the queue then works on them."""
+queue and its workers would create on first use, and the queue then works on
+them."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sqlalchemy as sa
 from conveyor import Queue
 from conveyor.config import QueueSettings
 from conveyor.drivers.tables import queue_tables
+from conveyor.worker.metrics import metrics_table
 from helpers import run_cli
 
 
@@ -39,15 +41,18 @@ def test_migration_matches_the_tables_made_on_first_use(
     result = run_cli(["migrate"], cwd=tmp_path, database_url=database_url)
     assert result.exit_code == 0, result.output
     tables = queue_tables(QueueSettings())
-    from_migration = {t: shape(engine, t) for t in tables.metadata.tables}
+    metrics = metrics_table(tables.jobs.name)
+    names = [*tables.metadata.tables, metrics.name]
+    from_migration = {t: shape(engine, t) for t in names}
 
     rolled_back = run_cli(["migrate", "reset"], cwd=tmp_path, database_url=database_url)
     assert rolled_back.exit_code == 0, rolled_back.output
-    assert not set(tables.metadata.tables) & set(sa.inspect(engine).get_table_names())
+    assert not set(names) & set(sa.inspect(engine).get_table_names())
     with engine.begin() as connection:
         tables.metadata.create_all(connection)
+        metrics.create(connection)
     engine.dispose()
-    on_first_use = {t: shape(engine, t) for t in tables.metadata.tables}
+    on_first_use = {t: shape(engine, t) for t in names}
 
     assert from_migration == on_first_use
 

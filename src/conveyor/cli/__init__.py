@@ -30,6 +30,7 @@ class ConveyorGroup(click.Group):
     ``conveyor migrate status`` never loads the worker."""
 
     lazy_groups = {
+        "dashboard": "conveyor.cli.dashboard_commands:dashboard",
         "migrate": "conveyor.cli.migrate_commands:migrate",
         "queue": "conveyor.cli.queue_commands:queue",
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -19,6 +20,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _META_CONFIG = "conveyor.config"
 _META_DATABASE = "conveyor.database"
+#: Settings made by whatever runs the commands (``flask conveyor`` puts the
+#: application's here); ``--database`` still overrides their URL.
+META_SETTINGS = "conveyor.settings"
 VERBOSE = "conveyor.verbose"
 
 
@@ -69,6 +73,10 @@ def common_options(command: F) -> F:
 
 
 def settings_for(ctx: click.Context) -> Settings:
+    given = ctx.meta.get(META_SETTINGS)
+    if isinstance(given, Settings) and _META_CONFIG not in ctx.meta:
+        url = ctx.meta.get(_META_DATABASE)
+        return replace(given, database_url=url) if url else given
     return load_settings(
         config_path=ctx.meta.get(_META_CONFIG),
         database_url=ctx.meta.get(_META_DATABASE),

@@ -19,6 +19,7 @@ from conveyor.queue import inspection
 from conveyor.queue.pushing import Queue
 from conveyor.worker import deploy
 from conveyor.worker.loop import Worker, WorkerOptions
+from conveyor.worker.metrics import metrics_table_name
 from conveyor.worker.presence import request_restart
 from conveyor.worker.signals import SignalHandlers, StopFlags
 
@@ -431,6 +432,7 @@ def table_command(ctx: click.Context) -> None:
             "jobs": tables.table,
             "failed": tables.failed_table,
             "workers": tables.workers_table,
+            "metrics": metrics_table_name(tables.table),
         },
     )
     click.echo(f"created {path}")

@@ -16,6 +16,7 @@ from conveyor.config import Settings
 from conveyor.drivers.base import ReservedJob
 from conveyor.drivers.database import DatabaseStore
 from conveyor.exceptions import ConfigError
+from conveyor.worker.metrics import MinuteCounts
 from conveyor.worker.presence import Presence
 from conveyor.worker.process import ChildProcess, Outcome
 from conveyor.worker.retry import Action, Decision, decide
@@ -74,6 +75,7 @@ class Worker:
         self.flags = flags if flags is not None else StopFlags()
         self.child = ChildProcess(settings)
         self.presence = Presence(store, list(options.queues))
+        self.metrics = MinuteCounts(store)
         self.stats = WorkerStats()
         self._started = 0.0
         self._last_reap = 0.0
@@ -119,6 +121,7 @@ class Worker:
                 self._loop()
             finally:
                 self.child.stop()
+                self._quietly(lambda: self.metrics.flush(force=True))
                 self._quietly(self.presence.deregister)
                 log.info(
                     "worker stopped (%s): %d done, %d retried, %d failed",
@@ -405,6 +408,7 @@ class Worker:
         worker after the job it runs."""
         if self._quietly(lambda: self.presence.beat(job_id)):
             self.flags.ask_warm("restart requested")
+        self._quietly(self.metrics.flush)
         self._release_dead_workers()
 
     def _release_dead_workers(self) -> None:
@@ -431,6 +435,7 @@ class Worker:
         self, status: str, job: ReservedJob, outcome: Outcome, detail: str = ""
     ) -> None:
         self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
+        self.metrics.count(job.queue, status)
         log.log(
             _LOG_LEVELS.get(status, logging.INFO),
             "%-8s %s #%d queue=%s attempt=%d %.1f ms%s",

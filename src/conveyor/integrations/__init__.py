@@ -1,0 +1,1 @@
+"""Glue between Conveyor and web frameworks; see :mod:`conveyor.integrations.flask`."""
