@@ -63,6 +63,8 @@ class DatabaseStore:
         self.family = family_of(engine)
         self._tables_ready = False
         self._skip_locked: bool | None = None
+        #: When each queue was last searched for jobs whose lease ran out.
+        self._expired_looked_at: dict[str, float] = {}
 
     def now(self) -> int:
         """The current whole second: what reservations compare due times to."""
@@ -144,10 +146,38 @@ class DatabaseStore:
     def _reserve(self, queue: str, holder: str) -> ReservedJob | None:
         now = self.now()
         lease = _Lease(secrets.token_hex(16), holder or None, now)
+        claim = (
+            self._reserve_in_one_statement
+            if self.family == "postgresql"
+            else self._reserve_by_id
+        )
         with self.engine.begin() as connection:
-            if self.family == "postgresql":
-                return self._reserve_in_one_statement(connection, queue, lease)
-            return self._reserve_by_id(connection, queue, lease)
+            for claimable in self._claim_order(queue, now):
+                job = claim(connection, claimable, lease)
+                if job is not None:
+                    return job
+        return None
+
+    def _claim_order(self, queue: str, now: int) -> list[sa.ColumnElement[bool]]:
+        """The kinds of claimable job, in the order to try them: jobs whose
+        lease ran out first, but looked for at most once a second per queue
+        while ready jobs keep coming (each kind has an index that finds its
+        oldest row without sorting the backlog)."""
+        jobs = self.tables.jobs
+        ready = sa.and_(
+            jobs.c.queue == queue,
+            jobs.c.reserved_at.is_(None),
+            jobs.c.available_at <= now,
+        )
+        # A lease that ran out: its worker died or lost touch. Strictly older,
+        # since whole seconds could otherwise cut it short by up to a second.
+        expired = sa.and_(
+            jobs.c.queue == queue, jobs.c.reserved_at < now - self.retry_after
+        )
+        if time.monotonic() - self._expired_looked_at.get(queue, -1.0) < 1.0:
+            return [ready, expired]
+        self._expired_looked_at[queue] = time.monotonic()
+        return [expired, ready]
 
     @property
     def skip_locked(self) -> bool:
@@ -175,26 +205,13 @@ class DatabaseStore:
         with self.engine.connect() as connection:
             return float(connection.exec_driver_sql(query).scalar_one())
 
-    def _claimable(self, queue: str, now: int) -> sa.ColumnElement[bool]:
-        jobs = self.tables.jobs
-        return sa.and_(
-            jobs.c.queue == queue,
-            sa.or_(
-                sa.and_(jobs.c.reserved_at.is_(None), jobs.c.available_at <= now),
-                # A lease that ran out: its worker died or lost touch. Strictly
-                # older, since whole seconds could otherwise cut it short by
-                # up to a second.
-                jobs.c.reserved_at < now - self.retry_after,
-            ),
-        )
-
     def _reserve_in_one_statement(
-        self, connection: Connection, queue: str, lease: _Lease
+        self, connection: Connection, claimable: sa.ColumnElement[bool], lease: _Lease
     ) -> ReservedJob | None:
         jobs = self.tables.jobs
         picked = (
             sa.select(jobs.c.id)
-            .where(self._claimable(queue, lease.at))
+            .where(claimable)
             .order_by(jobs.c.id)
             .limit(1)
             .with_for_update(skip_locked=True)
@@ -222,7 +239,7 @@ class DatabaseStore:
         return lease.job(row.id, row.queue, row.payload, row.attempts, row.crashes)
 
     def _reserve_by_id(
-        self, connection: Connection, queue: str, lease: _Lease
+        self, connection: Connection, claimable: sa.ColumnElement[bool], lease: _Lease
     ) -> ReservedJob | None:
         jobs = self.tables.jobs
         select = (
@@ -234,7 +251,7 @@ class DatabaseStore:
                 jobs.c.crashes,
                 jobs.c.reserved_at,
             )
-            .where(self._claimable(queue, lease.at))
+            .where(claimable)
             .order_by(jobs.c.id)
             .limit(1)
         )
