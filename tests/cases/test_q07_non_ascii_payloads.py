@@ -180,7 +180,7 @@ CREATE TABLE jobs (
     reservation VARCHAR(32) NULL,
     reserved_by VARCHAR(32) NULL,
     crashes INTEGER NOT NULL DEFAULT 0,
-    INDEX ix_jobs_queue (queue, reserved_at, available_at)
+    INDEX ix_jobs_queue (queue, reserved_at, id)
 ) DEFAULT CHARSET=utf8mb3
 """
 

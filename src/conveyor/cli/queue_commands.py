@@ -145,6 +145,14 @@ def _worker_logging(log_format: str) -> None:
     help="After SIGTERM, stop the running job after this long and put it "
     "back; 0: let it finish.",
 )
+@click.option(
+    "--prefetch",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Jobs claimed per round trip (each with its own lease; those not "
+    "started go back at once when the worker stops); 1: one at a time.",
+)
 @click.option("--stop-when-empty", is_flag=True, help="Stop when the queues are empty.")
 @click.option("--once", is_flag=True, help="Run at most one job, then stop.")
 @click.option(
@@ -167,6 +175,7 @@ def work_command(
     max_time: float,
     memory: int,
     grace: float,
+    prefetch: int,
     stop_when_empty: bool,
     once: bool,
     log_format: str,
@@ -188,6 +197,7 @@ def work_command(
         max_time=max_time,
         memory=memory,
         grace=grace,
+        prefetch=prefetch,
         stop_when_empty=stop_when_empty,
         once=once,
     )

@@ -63,6 +63,8 @@ class DatabaseStore:
         self.family = family_of(engine)
         self._tables_ready = False
         self._skip_locked: bool | None = None
+        #: When each queue was last searched for jobs whose lease ran out.
+        self._expired_looked_at: dict[str, float] = {}
 
     def now(self) -> int:
         """The current whole second: what reservations compare due times to."""
@@ -118,9 +120,17 @@ class DatabaseStore:
         ]
         return retry_contention(lambda: self._insert(rows), "push")
 
+    @property
+    def channel(self) -> str:
+        """The PostgreSQL channel a push notifies (see ``worker.wakeup``)."""
+        return f"{self.tables.jobs.name}_pushed"
+
     def _insert(self, rows: list[dict[str, Any]]) -> list[int]:
         table = self.tables.jobs
         with self.engine.begin() as connection:
+            if self.family == "postgresql":
+                # Delivered at commit, once the jobs are visible.
+                connection.execute(sa.select(sa.func.pg_notify(self.channel, "")))
             if self.engine.dialect.insert_executemany_returning_sort_by_parameter_order:
                 # One multi-row INSERT ... RETURNING, ids in the rows' order.
                 result = connection.execute(
@@ -139,15 +149,126 @@ class DatabaseStore:
     def reserve(self, queue: str, holder: str = "") -> ReservedJob | None:
         """Hand the oldest available job of ``queue`` to the worker
         ``holder``; a job whose lease ran out counts one crash more."""
-        return retry_contention(lambda: self._reserve(queue, holder), "claim")
+        jobs = self.reserve_many(queue, holder, 1)
+        return jobs[0] if jobs else None
 
-    def _reserve(self, queue: str, holder: str) -> ReservedJob | None:
+    def reserve_many(self, queue: str, holder: str, limit: int) -> list[ReservedJob]:
+        """Hand up to ``limit`` of the oldest available jobs of ``queue`` to
+        ``holder`` in one transaction, oldest first. Each row gets its own
+        lease (its id with this claim's token) and counts its attempt, as
+        ``reserve`` does for one."""
+        return retry_contention(
+            lambda: self._reserve(queue, holder, max(limit, 1)), "claim"
+        )
+
+    def _reserve(self, queue: str, holder: str, limit: int) -> list[ReservedJob]:
+        with self.engine.begin() as connection:
+            return self._claim_in(connection, queue, holder, limit)
+
+    def _claim_in(
+        self, connection: Connection, queue: str, holder: str, limit: int
+    ) -> list[ReservedJob]:
         now = self.now()
         lease = _Lease(secrets.token_hex(16), holder or None, now)
-        with self.engine.begin() as connection:
-            if self.family == "postgresql":
-                return self._reserve_in_one_statement(connection, queue, lease)
-            return self._reserve_by_id(connection, queue, lease)
+        claim = (
+            self._reserve_in_one_statement
+            if self.family == "postgresql"
+            else self._reserve_by_id
+        )
+        for claimable in self._claim_order(queue, now):
+            found = claim(connection, claimable, lease, limit)
+            if found:
+                return found
+        return []
+
+    def delete_and_reserve(
+        self,
+        done: Sequence[ReservedJob],
+        queues: Sequence[str],
+        holder: str,
+        limit: int,
+        *,
+        in_doubt: bool = False,
+    ) -> tuple[list[bool], list[ReservedJob]]:
+        """In one transaction: delete the jobs that ran (for each, whether
+        it was still held, or already gone), then claim up to ``limit`` jobs
+        from the first of ``queues`` that has any, as ``reserve_many`` does.
+
+        For a worker that holds no other job. ``in_doubt`` says an earlier
+        try was cut off with its commit in doubt: its claim may have landed
+        without the worker learning which jobs it got, so every job still
+        reserved by ``holder`` is first put back, uncounted."""
+
+        def run() -> tuple[list[bool], list[ReservedJob]]:
+            with self.engine.begin() as connection:
+                if in_doubt and holder:
+                    self._release_holder(connection, holder)
+                held = self._delete_in(connection, done) if done else []
+                for queue in queues:
+                    claimed = self._claim_in(connection, queue, holder, limit)
+                    if claimed:
+                        return held, claimed
+                return held, []
+
+        return retry_contention(run, "claim")
+
+    def _delete_in(
+        self, connection: Connection, done: Sequence[ReservedJob]
+    ) -> list[bool]:
+        jobs = self.tables.jobs
+        deleted = connection.execute(sa.delete(jobs).where(self._held_all(done)))
+        if deleted.rowcount == len(done):
+            return [True] * len(done)
+        # Those still there were not ours to delete any more; those gone
+        # went with this delete or with a lost commit of an earlier try.
+        left = set(
+            connection.execute(
+                sa.select(jobs.c.id).where(jobs.c.id.in_([job.id for job in done]))
+            ).scalars()
+        )
+        return [job.id not in left for job in done]
+
+    def _release_holder(self, connection: Connection, holder: str) -> None:
+        """Put back, uncounted, the jobs ``holder`` holds (by id, so MySQL
+        locks only those rows)."""
+        jobs = self.tables.jobs
+        held = list(
+            connection.execute(
+                sa.select(jobs.c.id).where(jobs.c.reserved_by == holder)
+            ).scalars()
+        )
+        if held:
+            connection.execute(
+                sa.update(jobs)
+                .where(jobs.c.id.in_(held), jobs.c.reserved_by == holder)
+                .values(
+                    reserved_at=None,
+                    reservation=None,
+                    reserved_by=None,
+                    attempts=jobs.c.attempts - 1,
+                )
+            )
+
+    def _claim_order(self, queue: str, now: int) -> list[sa.ColumnElement[bool]]:
+        """The kinds of claimable job, in the order to try them: jobs whose
+        lease ran out first, but looked for at most once a second per queue
+        while ready jobs keep coming (each kind has an index that finds its
+        oldest row without sorting the backlog)."""
+        jobs = self.tables.jobs
+        ready = sa.and_(
+            jobs.c.queue == queue,
+            jobs.c.reserved_at.is_(None),
+            jobs.c.available_at <= now,
+        )
+        # A lease that ran out: its worker died or lost touch. Strictly older,
+        # since whole seconds could otherwise cut it short by up to a second.
+        expired = sa.and_(
+            jobs.c.queue == queue, jobs.c.reserved_at < now - self.retry_after
+        )
+        if time.monotonic() - self._expired_looked_at.get(queue, -1.0) < 1.0:
+            return [ready, expired]
+        self._expired_looked_at[queue] = time.monotonic()
+        return [expired, ready]
 
     @property
     def skip_locked(self) -> bool:
@@ -175,55 +296,43 @@ class DatabaseStore:
         with self.engine.connect() as connection:
             return float(connection.exec_driver_sql(query).scalar_one())
 
-    def _claimable(self, queue: str, now: int) -> sa.ColumnElement[bool]:
-        jobs = self.tables.jobs
-        return sa.and_(
-            jobs.c.queue == queue,
-            sa.or_(
-                sa.and_(jobs.c.reserved_at.is_(None), jobs.c.available_at <= now),
-                # A lease that ran out: its worker died or lost touch. Strictly
-                # older, since whole seconds could otherwise cut it short by
-                # up to a second.
-                jobs.c.reserved_at < now - self.retry_after,
-            ),
-        )
-
     def _reserve_in_one_statement(
-        self, connection: Connection, queue: str, lease: _Lease
-    ) -> ReservedJob | None:
+        self,
+        connection: Connection,
+        claimable: sa.ColumnElement[bool],
+        lease: _Lease,
+        limit: int,
+    ) -> list[ReservedJob]:
         jobs = self.tables.jobs
         picked = (
             sa.select(jobs.c.id)
-            .where(self._claimable(queue, lease.at))
+            .where(claimable)
             .order_by(jobs.c.id)
-            .limit(1)
+            .limit(limit)
             .with_for_update(skip_locked=True)
             .cte("picked")
         )
         statement = (
             sa.update(jobs)
-            .where(jobs.c.id == picked.c.id)
-            .values(
-                reserved_at=lease.at,
-                reservation=lease.token,
-                reserved_by=lease.holder,
-                attempts=jobs.c.attempts + 1,
-                # Still reserved means its lease ran out: its worker died.
-                crashes=jobs.c.crashes
-                + sa.case((jobs.c.reserved_at.is_(None), 0), else_=1),
-            )
+            .where(jobs.c.id.in_(sa.select(picked.c.id)))
+            .ordered_values(*_claim_values(jobs, lease))
             .returning(
                 jobs.c.id, jobs.c.queue, jobs.c.payload, jobs.c.attempts, jobs.c.crashes
             )
         )
-        row = connection.execute(statement).first()
-        if row is None:
-            return None
-        return lease.job(row.id, row.queue, row.payload, row.attempts, row.crashes)
+        rows = sorted(connection.execute(statement).all(), key=lambda row: row.id)
+        return [
+            lease.job(row.id, row.queue, row.payload, row.attempts, row.crashes)
+            for row in rows
+        ]
 
     def _reserve_by_id(
-        self, connection: Connection, queue: str, lease: _Lease
-    ) -> ReservedJob | None:
+        self,
+        connection: Connection,
+        claimable: sa.ColumnElement[bool],
+        lease: _Lease,
+        limit: int,
+    ) -> list[ReservedJob]:
         jobs = self.tables.jobs
         select = (
             sa.select(
@@ -234,29 +343,31 @@ class DatabaseStore:
                 jobs.c.crashes,
                 jobs.c.reserved_at,
             )
-            .where(self._claimable(queue, lease.at))
+            .where(claimable)
             .order_by(jobs.c.id)
-            .limit(1)
+            .limit(limit)
         )
         if self.family == "mysql":
             select = select.with_for_update(skip_locked=self.skip_locked)
-        row = connection.execute(select).first()
-        if row is None:
-            return None
-        # Still reserved means its lease ran out: its worker died.
-        crashes = row.crashes + (row.reserved_at is not None)
+        rows = connection.execute(select).all()
+        if not rows:
+            return []
         connection.execute(
             sa.update(jobs)
-            .where(jobs.c.id == row.id)
-            .values(
-                reserved_at=lease.at,
-                reservation=lease.token,
-                reserved_by=lease.holder,
-                attempts=row.attempts + 1,
-                crashes=crashes,
-            )
+            .where(jobs.c.id.in_([row.id for row in rows]))
+            .ordered_values(*_claim_values(jobs, lease))
         )
-        return lease.job(row.id, row.queue, row.payload, row.attempts + 1, crashes)
+        return [
+            lease.job(
+                row.id,
+                row.queue,
+                row.payload,
+                row.attempts + 1,
+                # Still reserved means its lease ran out: its worker died.
+                row.crashes + (row.reserved_at is not None),
+            )
+            for row in rows
+        ]
 
     # -- finishing -----------------------------------------------------------
 
@@ -267,6 +378,64 @@ class DatabaseStore:
     def delete(self, job: ReservedJob) -> bool:
         statement = sa.delete(self.tables.jobs).where(self._held(job))
         return retry_contention(lambda: self._changes_one(statement), "delete")
+
+    def delete_many(self, done: Sequence[ReservedJob]) -> list[bool]:
+        """Remove jobs that ran, in one transaction; for each, whether this
+        worker still held it (and so removed it)."""
+        if len(done) == 1:
+            return [self.delete(done[0])]
+        return retry_contention(lambda: self._delete_many(done), "delete")
+
+    def _delete_many(self, done: Sequence[ReservedJob]) -> list[bool]:
+        jobs = self.tables.jobs
+        with self.engine.begin() as connection:
+            deleted = connection.execute(
+                sa.delete(jobs).where(self._held_all(done))
+            ).rowcount
+            if deleted == len(done):
+                return [True] * len(done)
+            # Some lease ran out meanwhile (rare): say which, one by one.
+            connection.rollback()
+        return [self.delete(job) for job in done]
+
+    def release_unstarted(self, jobs: Sequence[ReservedJob]) -> int:
+        """Put back at once, in one transaction, jobs this worker claimed but
+        never started: their attempt is not counted. How many it still held."""
+        if not jobs:
+            return 0
+        table = self.tables.jobs
+        statement = (
+            sa.update(table)
+            .where(self._held_all(jobs))
+            .values(
+                reserved_at=None,
+                reservation=None,
+                reserved_by=None,
+                attempts=table.c.attempts - 1,
+                # The crash counted when an expired lease was claimed stays:
+                # the worker that held it before did die.
+            )
+        )
+
+        def run() -> int:
+            with self.engine.begin() as connection:
+                return int(connection.execute(statement).rowcount)
+
+        return retry_contention(run, "release")
+
+    def _held_all(self, held: Sequence[ReservedJob]) -> sa.ColumnElement[bool]:
+        """The rows of ``held`` that still carry the leases they were given."""
+        jobs = self.tables.jobs
+        # One claim hands one token to all its rows: usually one group.
+        by_token: dict[str, list[int]] = {}
+        for job in held:
+            by_token.setdefault(job.reservation, []).append(job.id)
+        return sa.or_(
+            *(
+                sa.and_(jobs.c.reservation == token, jobs.c.id.in_(ids))
+                for token, ids in by_token.items()
+            )
+        )
 
     def release(
         self, job: ReservedJob, delay: int, *, count: bool = True, crashed: bool = False
@@ -401,6 +570,23 @@ class DatabaseStore:
                 sa.select(failed.c.id).where(failed.c.uuid == uuid)
             )
             return found.first() is not None
+
+
+def _claim_values(jobs: sa.Table, lease: _Lease) -> list[tuple[Any, Any]]:
+    """What a claim writes, in order: MySQL evaluates ``SET`` left to right
+    with the new values, so the crash count must read ``reserved_at`` before
+    it changes. A row still reserved has a lease that ran out: the worker
+    that held it died or lost touch, one crash more."""
+    return [
+        (
+            jobs.c.crashes,
+            jobs.c.crashes + sa.case((jobs.c.reserved_at.is_(None), 0), else_=1),
+        ),
+        (jobs.c.attempts, jobs.c.attempts + 1),
+        (jobs.c.reserved_at, lease.at),
+        (jobs.c.reservation, lease.token),
+        (jobs.c.reserved_by, lease.holder),
+    ]
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,19 @@ def queue_tables(settings: QueueSettings) -> QueueTables:
         sa.Column("reserved_by", sa.String(32), nullable=True),
         # How many times a worker died while running it (poison jobs).
         sa.Column("crashes", sa.Integer, nullable=False, default=0, server_default="0"),
-        sa.Index(f"ix_{settings.table}_queue", "queue", "reserved_at", "available_at"),
+        # Serves the claim: the oldest ready job of a queue is the first
+        # entry under (queue, NULL), with no sort of the backlog; leases that
+        # ran out are a short range of reserved_at.
+        sa.Index(f"ix_{settings.table}_queue", "queue", "reserved_at", "id"),
+        # PostgreSQL cannot read "reserved_at IS NULL" as an equality, so it
+        # would sort every ready row by id; a partial index hands it the
+        # ready jobs of a queue in id order.
+        sa.Index(
+            f"ix_{settings.table}_ready",
+            "queue",
+            "id",
+            postgresql_where=sa.text("reserved_at IS NULL"),
+        ).ddl_if(dialect="postgresql"),
         # Without AUTOINCREMENT SQLite hands out the ids of deleted rows
         # again, and a log's "#12" would name two different jobs.
         sqlite_autoincrement=True,

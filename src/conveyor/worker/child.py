@@ -29,6 +29,8 @@ from conveyor.queue.registry import JobRegistry
 from conveyor.worker.protocol import LineReader, Message, send
 
 _PR_SET_PDEATHSIG = 1
+#: A job that ran this long ends its batch (see ``batch_pauses_after``).
+BATCH_PAUSE_SECONDS = 0.05
 
 
 def main(argv: list[str]) -> None:
@@ -57,8 +59,8 @@ def main(argv: list[str]) -> None:
             return
         if message is None or message["op"] == "exit":
             return
-        if message["op"] == "run":
-            runner.run(message, write_fd)
+        if message["op"] == "batch":
+            runner.run_batch(message, reader, write_fd)
         elif message["op"] == "failed":
             send(write_fd, runner.run_failed_hook(message))
 
@@ -118,14 +120,42 @@ class JobRunner:
             self._queue = Queue(settings=self.settings)
         return self._queue
 
-    def run(self, request: Message, write_fd: int) -> None:
-        """Run one job and send ``started`` then ``result``."""
+    def run_batch(self, request: Message, reader: LineReader, write_fd: int) -> None:
+        """Run the jobs of a batch in order, each as ``run`` does, with no
+        round trip to the worker between them. Before each job after the
+        first, stop and send ``skipped`` (how many were left) after a job
+        that did not succeed, when the worker asked for it (it is stopping),
+        when the batch's start deadline passed (the jobs left could outlive
+        their leases), or when this process passed the worker's
+        ``--memory``."""
+        jobs = request["jobs"]
+        result: Message = {}
+        for index, job in enumerate(jobs):
+            if index and (
+                batch_pauses_after(result) or self._must_stop_batch(request, reader)
+            ):
+                send(write_fd, {"op": "skipped", "count": len(jobs) - index})
+                return
+            result = self.run({**job, "defaults": request["defaults"]}, write_fd)
+
+    def _must_stop_batch(self, request: Message, reader: LineReader) -> bool:
+        if time.monotonic() > request["start_before"]:
+            return True
+        memory_kb = request.get("memory_kb") or 0
+        if memory_kb and resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > memory_kb:
+            return True
+        # The worker sends nothing else while a batch runs.
+        return reader.poll() is not None
+
+    def run(self, request: Message, write_fd: int) -> Message:
+        """Run one job and send ``started`` then ``result``; the result."""
         try:
             payload = Payload.decode(request["payload"])
             job_class = self.registry.resolve(payload.job)
         except (PayloadError, JobNotFound) as exc:
-            send(write_fd, _result("invalid", error=str(exc), summary=str(exc)))
-            return
+            result = _result("invalid", error=str(exc), summary=str(exc))
+            send(write_fd, result)
+            return result
 
         options = _job_options(job_class, request["defaults"])
         retry_after = self.settings.queue.retry_after
@@ -145,8 +175,9 @@ class JobRunner:
                 f"and its limit is {options['tries']} (it released itself, or a "
                 "worker running it died)"
             )
-            send(write_fd, _result("exhausted", error=reason, summary=reason))
-            return
+            result = _result("exhausted", error=reason, summary=reason)
+            send(write_fd, result)
+            return result
 
         job = job_class()
         job.context = JobContext(
@@ -156,7 +187,9 @@ class JobRunner:
             uuid=payload.uuid,
             _pusher=self.queue_client,
         )
-        send(write_fd, self._handle(job, payload))
+        result = self._handle(job, payload)
+        send(write_fd, result)
+        return result
 
     def _handle(self, job: Any, payload: Payload) -> Message:
         started = time.perf_counter()
@@ -199,6 +232,16 @@ class JobRunner:
         except BaseException as exc:
             return _result("error", error=_traceback(exc), summary=_summary(exc))
         return _result("done")
+
+
+def batch_pauses_after(result: Message) -> bool:
+    """Whether a batch stops after this result, so the worker decides what
+    runs next: after a job that did not succeed (it may go back in line
+    ahead of the rest), and after a slow one (the worker looks for a stop
+    or restart request first, as it does between jobs claimed one by one).
+    The worker reads the same result, so both sides agree."""
+    slow = (result.get("seconds") or 0.0) >= BATCH_PAUSE_SECONDS
+    return result.get("status") != "done" or slow
 
 
 def _job_options(job_class: type[Any], defaults: Message) -> Message:

@@ -16,11 +16,14 @@ from conveyor.config import Settings
 from conveyor.drivers.base import ReservedJob
 from conveyor.drivers.database import DatabaseStore
 from conveyor.exceptions import ConfigError
+from conveyor.worker.child import batch_pauses_after
 from conveyor.worker.metrics import MinuteCounts
+from conveyor.worker.prefetch import Prefetch, max_wait
 from conveyor.worker.presence import Presence
 from conveyor.worker.process import ChildProcess, Outcome
 from conveyor.worker.retry import Action, Decision, decide
 from conveyor.worker.signals import SignalHandlers, StopFlags
+from conveyor.worker.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -49,6 +52,8 @@ class WorkerOptions:
     grace: float = 0
     stop_when_empty: bool = False
     once: bool = False
+    #: Jobs claimed per round trip (see ``conveyor.worker.prefetch``).
+    prefetch: int = 100
 
 
 @dataclass
@@ -76,9 +81,16 @@ class Worker:
         self.child = ChildProcess(settings)
         self.presence = Presence(store, list(options.queues))
         self.metrics = MinuteCounts(store)
+        self.wakeup = Wakeup(store)
         self.stats = WorkerStats()
         self._started = 0.0
         self._last_reap = 0.0
+        self.prefetch = Prefetch(max(options.prefetch, 1), 0.0)
+        self._defaults = {
+            "tries": options.tries,
+            "timeout": options.timeout,
+            "backoff": list(options.backoff),
+        }
 
     def validate(self) -> None:
         """Refuse options that cannot work, before taking any job."""
@@ -94,6 +106,8 @@ class Worker:
             )
         if self.options.tries < 0:
             raise ConfigError("--tries must be 0 (no limit) or more")
+        if self.options.prefetch < 1:
+            raise ConfigError("--prefetch must be 1 or more")
 
     def _validate_job_timeouts(self) -> None:
         """Refuse job classes whose own timeout would outlive their lease."""
@@ -120,6 +134,8 @@ class Worker:
             try:
                 self._loop()
             finally:
+                self._settle_prefetch()
+                self.wakeup.close()
                 self.child.stop()
                 self._quietly(lambda: self.metrics.flush(force=True))
                 self._quietly(self.presence.deregister)
@@ -141,6 +157,9 @@ class Worker:
             self._with_database(self.store.ensure_tables, at_start=True)
             self.child.start()
             self._validate_job_timeouts()
+            self.prefetch.wait = max_wait(
+                self.settings.queue.retry_after, self._longest_timeout()
+            )
             self._with_database(self._check_server, at_start=True)
             self._with_database(self.presence.register, at_start=True)
         except BaseException as exc:
@@ -161,6 +180,7 @@ class Worker:
             )
             return False
         self._started = time.monotonic()
+        self.wakeup.start()
         log.info(
             "worker started on queue(s) %s",
             ",".join(self.options.queues),
@@ -201,18 +221,54 @@ class Worker:
             if reason:
                 self.stats.stop_reason = reason
                 return
-            job = self._with_database(self._reserve_next)
-            if job is None:
+            if not self._have_jobs(processed):
                 if self.options.stop_when_empty or self.options.once:
                     self.stats.stop_reason = "queue empty"
                     return
                 self._idle()
                 continue
-            self._process(job)
-            processed += 1
+            processed += self._run_claimed()
             if self.options.once:
                 self.stats.stop_reason = "--once"
                 return
+
+    def _have_jobs(self, processed: int) -> bool:
+        """Whether claimed jobs wait to start, claiming more when none does
+        (after the finished ones are deleted, so a job is never held twice)."""
+        if self.prefetch.waiting and not self.prefetch.fresh():
+            # The jobs behind a slow one could now outlive their leases.
+            self._give_back()
+        if not self.prefetch.waiting:
+            remaining = None
+            if self.options.once:
+                remaining = 1
+            elif self.options.max_jobs:
+                remaining = self.options.max_jobs - processed
+            self._delete_and_claim(self.prefetch.claim_size(remaining))
+        return bool(self.prefetch.waiting)
+
+    def _delete_and_claim(self, size: int) -> None:
+        """Delete the jobs that ran and claim up to ``size`` more, in one
+        transaction."""
+        done = self.prefetch.take_done()
+        jobs = [job for job, _ in done]
+        tries = 0
+
+        def once() -> tuple[list[bool], list[ReservedJob]]:
+            nonlocal tries
+            tries += 1
+            return self.store.delete_and_reserve(
+                jobs, self.options.queues, self.presence.id, size, in_doubt=tries > 1
+            )
+
+        try:
+            held, claimed = self._with_database(once)
+        except BaseException:
+            # Still to delete, by the worker's last act if nothing else.
+            self.prefetch.done[:0] = done
+            raise
+        self._log_done(done, held)
+        self.prefetch.claimed(claimed)
 
     def _stop_reason(self, processed: int) -> str:
         if self.flags.cold or self.flags.warm:
@@ -225,49 +281,149 @@ class Worker:
         self._heartbeat(None)
         return self.flags.reason if self.flags.warm else ""
 
-    def _reserve_next(self) -> ReservedJob | None:
-        """The first available job, queues tried in the order given."""
-        for queue in self.options.queues:
-            job = self.store.reserve(queue, self.presence.id)
-            if job is not None:
-                return job
-        return None
+    def _longest_timeout(self) -> float:
+        """The longest a job may run: ``--timeout`` or a job class's own,
+        which the job process caps below ``retry_after``."""
+        cap = self.settings.queue.retry_after - 1
+        timeouts = [min(t, cap) for t in self.child.job_timeouts.values() if t]
+        return max([self.options.timeout, *timeouts])
+
+    def _delete_done(self) -> None:
+        """Delete the jobs that ran, in one transaction, and log them."""
+        done = self.prefetch.take_done()
+        if not done:
+            return
+        jobs = [job for job, _ in done]
+        tries = 0
+
+        def once() -> list[bool]:
+            nonlocal tries
+            tries += 1
+            return self.store.delete_many(jobs)
+
+        try:
+            held = self._with_database(once)
+        except DBAPIError:
+            self._not_deleted(jobs)
+            return
+        if tries > 1:
+            # The connection dropped during a try: did that commit land?
+            held = [
+                ok or self._with_database(lambda job=job: self.store.was_deleted(job))  # type: ignore[misc]
+                for ok, job in zip(held, jobs, strict=True)
+            ]
+        self._log_done(done, held)
+
+    def _log_done(
+        self, done: list[tuple[ReservedJob, Outcome]], held: list[bool]
+    ) -> None:
+        for (job, outcome), still_held in zip(done, held, strict=True):
+            self.stats.done += 1
+            self._log("DONE", job, outcome)
+            if not still_held:
+                self._lease_lost(job, Action.DELETE)
+
+    def _not_deleted(self, jobs: list[ReservedJob]) -> None:
+        # As for one job: they stay reserved and come back after retry_after.
+        log.exception(
+            "jobs %s: could not delete them after they ran; they will be "
+            "handed out again after retry_after",
+            ", ".join(f"#{job.id}" for job in jobs),
+            extra={"event": "outcome_not_recorded"},
+        )
+
+    def _give_back(self) -> None:
+        """Put back at once the claimed jobs not started yet."""
+        jobs = self.prefetch.take_waiting()
+        if jobs:
+            self._with_database(lambda: self.store.release_unstarted(jobs))
+
+    def _settle_prefetch(self) -> None:
+        """On the way out: delete what ran and put back what did not start.
+        A database that is away now leaves them to come back after their
+        lease, as a killed worker's would."""
+        self._quietly(self._delete_done)
+        jobs = self.prefetch.take_waiting()
+        if jobs:
+            self._quietly(lambda: self.store.release_unstarted(jobs))
 
     def _idle(self) -> None:
-        """Wait ``--sleep`` seconds, still answering signals and restarts."""
+        """Wait ``--sleep`` seconds, or until a push wakes the worker (see
+        ``wakeup``), still answering signals and restarts."""
         deadline = time.monotonic() + self.options.sleep
         while time.monotonic() < deadline and not (self.flags.warm or self.flags.cold):
             self._heartbeat(None)
-            time.sleep(min(0.1, max(deadline - time.monotonic(), 0)))
+            if self.wakeup.wait(min(0.1, max(deadline - time.monotonic(), 0))):
+                return
 
     # -- one job -------------------------------------------------------------
 
-    def _process(self, job: ReservedJob) -> None:
-        max_crashes = self.settings.queue.max_crashes
-        if max_crashes and job.crashes >= max_crashes:
-            # Its worker died while running it, again and again (the lease
-            # ran out or the heartbeat stopped): do not let it kill another.
-            reason = (
-                f"PoisonJob: its worker died {job.crashes} time(s) while running "
-                f"it (killed, out of memory, or its host lost); not tried again "
-                f"([queue] max_crashes = {max_crashes})"
-            )
-            outcome = Outcome(
-                "crashed", job=_job_name(job), error=reason, summary=reason
-            )
-            self._apply(job, outcome, Decision(Action.FAIL))
-            return
+    def _run_claimed(self) -> int:
+        """Run the claimed jobs, sent to the job process together, until
+        one ends its process or the batch stops early; how many ran."""
+        waiting = self.prefetch.waiting
+        if self._poisoned(waiting[0]):
+            self._fail_poisoned(waiting.popleft())
+            return 1
+        batch = []
+        for job in waiting:
+            if self._poisoned(job):
+                break
+            batch.append(job)
 
-        outcome = self.child.run(
-            job,
-            {
-                "tries": self.options.tries,
-                "timeout": self.options.timeout,
-                "backoff": list(self.options.backoff),
-            },
+        ran = 0
+        outcomes = self.child.run_batch(
+            batch,
+            self._defaults,
+            start_before=self.prefetch.claimed_at + self.prefetch.wait,
+            memory_kb=self.options.memory * 1024,
             should_stop=self._must_stop_job,
-            on_wait=lambda: self._heartbeat(job.id),
+            on_wait=self._while_running,
         )
+        requeued = False
+        for job, outcome in outcomes:
+            waiting.popleft()
+            requeued |= self._process(job, outcome)
+            ran += 1
+            if self.prefetch.done_due():
+                self._delete_done()
+            if batch_pauses_after({"status": "done", "seconds": outcome.seconds}):
+                # After a slow job, look for a restart request before the
+                # next starts, as a worker claiming one job at a time would.
+                self._heartbeat(job.id, every=0.25)
+            self._while_running(job)
+        if requeued:
+            # A job put back to run again goes ahead of those claimed after
+            # it, as it would without prefetch: claim again, oldest first.
+            self._give_back()
+        return ran
+
+    def _while_running(self, job: ReservedJob) -> None:
+        """Heartbeat; and once a stop was asked for, the jobs of the batch
+        not started yet stay so."""
+        self._heartbeat(job.id)
+        if self.flags.warm or self.flags.cold:
+            self.child.skip()
+
+    def _poisoned(self, job: ReservedJob) -> bool:
+        max_crashes = self.settings.queue.max_crashes
+        return bool(max_crashes and job.crashes >= max_crashes)
+
+    def _fail_poisoned(self, job: ReservedJob) -> None:
+        # Its worker died while running it, again and again (the lease ran
+        # out or the heartbeat stopped): do not let it kill another.
+        reason = (
+            f"PoisonJob: its worker died {job.crashes} time(s) while running "
+            f"it (killed, out of memory, or its host lost); not tried again "
+            f"([queue] max_crashes = {self.settings.queue.max_crashes})"
+        )
+        outcome = Outcome("crashed", job=_job_name(job), error=reason, summary=reason)
+        self._apply(job, outcome, Decision(Action.FAIL))
+
+    def _process(self, job: ReservedJob, outcome: Outcome) -> bool:
+        """Apply how one attempt ended; whether the job went back to its
+        queue."""
+        max_crashes = self.settings.queue.max_crashes
         if outcome.job == "?":
             outcome = replace(outcome, job=_job_name(job))
         if outcome.status == "stopped":
@@ -275,7 +431,7 @@ class Worker:
             # at once rather than making it wait out its lease.
             self._with_database(lambda: self.store.release(job, 0, count=False))
             self._log("RELEASED", job, outcome, f"stopped: {self.flags.reason}")
-            return
+            return True
 
         crashed = outcome.status == "crashed"
         decision = decide(
@@ -307,11 +463,13 @@ class Worker:
                 decision.action.value,
                 extra={"event": "outcome_not_recorded"},
             )
-        used_kb = max(outcome.rss_kb, _own_rss_kb())
-        if self.options.memory and used_kb / 1024 > self.options.memory:
-            self.flags.ask_warm(
-                f"--memory={self.options.memory} MB passed ({used_kb // 1024} MB)"
-            )
+        if self.options.memory:
+            used_kb = max(outcome.rss_kb, _own_rss_kb())
+            if used_kb / 1024 > self.options.memory:
+                self.flags.ask_warm(
+                    f"--memory={self.options.memory} MB passed ({used_kb // 1024} MB)"
+                )
+        return decision.action is Action.RELEASE
 
     def _must_stop_job(self) -> bool:
         """A cold stop, or a warm one whose ``--grace`` ran out."""
@@ -325,12 +483,10 @@ class Worker:
 
     def _apply(self, job: ReservedJob, outcome: Outcome, decision: Decision) -> None:
         if decision.action is Action.DELETE:
-            held = self._record(
-                lambda: self.store.delete(job), lambda: self.store.was_deleted(job)
-            )
-            self.stats.done += 1
-            self._log("DONE", job, outcome)
-        elif decision.action is Action.RELEASE:
+            # Deleted with its group, after the next jobs or within a second.
+            self.prefetch.add_done(job, outcome)
+            return
+        if decision.action is Action.RELEASE:
             crashed = outcome.status == "crashed"
             held = self._record(
                 lambda: self.store.release(job, decision.delay, crashed=crashed),
@@ -351,13 +507,16 @@ class Worker:
             self.stats.failed += 1
             self._log("FAILED", job, outcome, outcome.summary or outcome.status)
         if not held:
-            log.warning(
-                "job #%d: its lease ran out while it ran and another worker may "
-                "hold it now; this worker's outcome (%s) was not recorded",
-                job.id,
-                decision.action.value,
-                extra={"event": "lease_lost"},
-            )
+            self._lease_lost(job, decision.action)
+
+    def _lease_lost(self, job: ReservedJob, action: Action) -> None:
+        log.warning(
+            "job #%d: its lease ran out while it ran and another worker may "
+            "hold it now; this worker's outcome (%s) was not recorded",
+            job.id,
+            action.value,
+            extra={"event": "lease_lost"},
+        )
 
     def _fail(self, job: ReservedJob, outcome: Outcome) -> bool:
         from conveyor.queue.payload import Payload
@@ -403,10 +562,10 @@ class Worker:
 
     # -- helpers -------------------------------------------------------------
 
-    def _heartbeat(self, job_id: int | None) -> None:
-        """Keep the worker's row fresh; a restart request seen here stops the
-        worker after the job it runs."""
-        if self._quietly(lambda: self.presence.beat(job_id)):
+    def _heartbeat(self, job_id: int | None, *, every: float = 1.0) -> None:
+        """Keep the worker's row fresh (at most every ``every`` seconds); a
+        restart request seen here stops the worker after the job it runs."""
+        if self._quietly(lambda: self.presence.beat(job_id, every=every)):
             self.flags.ask_warm("restart requested")
         self._quietly(self.metrics.flush)
         self._release_dead_workers()

@@ -10,14 +10,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from conveyor.config import ENV_DATABASE_URL, Settings
 from conveyor.drivers.base import ReservedJob
 from conveyor.exceptions import ConfigError
-from conveyor.worker.child import settings_to_json
+from conveyor.worker.child import batch_pauses_after, settings_to_json
 from conveyor.worker.protocol import LineReader, Message, send
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,8 @@ class ChildProcess:
         self._reader: LineReader | None = None
         #: The ``timeout`` each job class sets, as the child reported.
         self.job_timeouts: dict[str, float] = {}
+        #: Whether the running batch was told to stop early.
+        self._skipped = False
 
     def start(self) -> None:
         """Start the child and wait until it has imported the job modules;
@@ -96,41 +98,99 @@ class ChildProcess:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def run(
+    def run_batch(
         self,
-        job: ReservedJob,
+        jobs: Sequence[ReservedJob],
         defaults: Message,
         *,
+        start_before: float,
+        memory_kb: int,
         should_stop: Callable[[], bool],
-        on_wait: Callable[[], None],
-    ) -> Outcome:
-        """Run ``job`` and return its outcome; kill the child when the job's
-        timeout passes or ``should_stop`` turns true."""
+        on_wait: Callable[[ReservedJob], None],
+    ) -> Iterator[tuple[ReservedJob, Outcome]]:
+        """Have the child run ``jobs`` in order, sent in one message; yields
+        each job with its outcome as it ends. Each job keeps its own timeout,
+        counted from its start. The jobs never yielded were not started: the
+        child stopped early (see ``skip``), or its process ended (a timeout,
+        a crash, a stop), in which case the last job yielded says why.
+        ``start_before`` is the ``time.monotonic()`` after which the child
+        starts no job but the first."""
         if not self.running:
             self.start()
         assert self._reader is not None
+        self._skipped = False
         request = {
-            "op": "run",
-            "id": job.id,
-            "queue": job.queue,
-            "attempt": job.attempts,
-            "payload": job.payload,
+            "op": "batch",
+            "jobs": [
+                {
+                    "id": job.id,
+                    "queue": job.queue,
+                    "attempt": job.attempts,
+                    "payload": job.payload,
+                }
+                for job in jobs
+            ],
             "defaults": defaults,
+            "start_before": start_before,
+            "memory_kb": memory_kb,
         }
         try:
             send(self._to_child, request)
+        except BrokenPipeError:
+            yield jobs[0], self._crashed("?")
+            return
+        process = self._process
+        for index, job in enumerate(jobs):
+            outcome = self._next_outcome(job, should_stop, on_wait)
+            if outcome is None:
+                return
+            pauses = batch_pauses_after(
+                {"status": outcome.status, "seconds": outcome.seconds}
+            )
+            if pauses and index < len(jobs) - 1 and self.running:
+                # The child stopped the batch there (see batch_pauses_after);
+                # read its word for it before anything else is asked.
+                with contextlib.suppress(EOFError):
+                    self._reader.read(_START_TIMEOUT)
+                yield job, outcome
+                return
+            yield job, outcome
+            # Killed (a timeout, a stop) or replaced meanwhile (a failed()
+            # hook starts a new one): the rest of the batch died with it.
+            if not self.running or self._process is not process:
+                return
+
+    def skip(self) -> None:
+        """Ask the child to start no more jobs of the running batch (once)."""
+        if self._skipped or not self.running:
+            return
+        self._skipped = True
+        with contextlib.suppress(BrokenPipeError):
+            send(self._to_child, {"op": "skip"})
+
+    def _next_outcome(
+        self,
+        job: ReservedJob,
+        should_stop: Callable[[], bool],
+        on_wait: Callable[[ReservedJob], None],
+    ) -> Outcome | None:
+        """The outcome of ``job``, the next of the batch; ``None`` when the
+        child skipped it and the rest."""
+        assert self._reader is not None
+        try:
             started = self._reader.read(_START_TIMEOUT)
-        except (EOFError, BrokenPipeError):
+        except EOFError:
             return self._crashed("?")
         if started is None:
             self.kill()
             return Outcome("timeout", summary="the job did not start in time")
+        if started["op"] == "skipped":
+            return None
         if started["op"] == "result":
             return _outcome(started, started.get("job", "?"), {})
         if started.get("warning"):
             log.warning("%s", started["warning"], extra={"event": "timeout_capped"})
-
-        return self._wait_for_result(started, should_stop, on_wait)
+        return self._wait_for_result(started, should_stop, lambda: on_wait(job))
 
     def _wait_for_result(
         self,

@@ -41,6 +41,23 @@ class LineReader:
             if not chunk:
                 raise EOFError("the other side closed the pipe")
             self._buffer += chunk
+        return self._take_line()
+
+    def poll(self) -> Message | None:
+        """The next message if one has already arrived, without waiting."""
+        if b"\n" not in self._buffer:
+            ready, _, _ = select.select([self.fd], [], [], 0)
+            if not ready:
+                return None
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                raise EOFError("the other side closed the pipe")
+            self._buffer += chunk
+            if b"\n" not in self._buffer:
+                return None
+        return self._take_line()
+
+    def _take_line(self) -> Message:
         line, self._buffer = self._buffer.split(b"\n", 1)
         message: Message = json.loads(line)
         return message

@@ -1,0 +1,120 @@
+"""Claiming several jobs per round trip, on every database: each claimed job
+has a lease of its own, finished jobs are deleted together, and jobs claimed
+but never started go back without an attempt counted."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from conveyor import Queue
+from conveyor.drivers.database import DatabaseStore
+from conveyor.worker.prefetch import Prefetch, max_wait
+from helpers import rows
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[DatabaseStore]:
+    queue = Queue(database_url)
+    queue.store.ensure_tables()
+    yield queue.store
+    queue.close()
+
+
+def test_a_claim_hands_out_the_oldest_jobs_each_with_its_own_lease(
+    store: DatabaseStore, database_url: str
+) -> None:
+    ids = Queue(database_url).bulk("Record", [{"n": n} for n in range(5)])
+
+    claimed = store.reserve_many("default", "a", 3)
+
+    assert [job.id for job in claimed] == ids[:3]
+    assert [job.attempts for job in claimed] == [1, 1, 1]
+    assert [job.id for job in store.reserve_many("default", "b", 10)] == ids[3:]
+    # A lease is the row's id with the claim's token: deleting one job of
+    # the claim leaves the others held.
+    assert store.delete(claimed[1]) is True
+    left = {row["id"]: row for row in rows(store.engine, "jobs")}
+    assert set(left) == {ids[0], ids[2], ids[3], ids[4]}
+    assert left[ids[0]]["reserved_by"] == "a"
+
+
+def test_finished_jobs_are_deleted_together_with_the_next_claim(
+    store: DatabaseStore, database_url: str
+) -> None:
+    ids = Queue(database_url).bulk("Record", [{"n": n} for n in range(4)])
+    first = store.reserve_many("default", "a", 2)
+
+    held, claimed = store.delete_and_reserve(first, ["default"], "a", 2)
+
+    assert held == [True, True]
+    assert [job.id for job in claimed] == ids[2:]
+    assert sorted(row["id"] for row in rows(store.engine, "jobs")) == ids[2:]
+
+
+def test_a_job_whose_lease_another_worker_took_is_not_deleted(
+    store: DatabaseStore, database_url: str
+) -> None:
+    ids = Queue(database_url).bulk("Record", [{}, {}])
+    mine = store.reserve_many("default", "a", 2)
+    jobs = store.tables.jobs
+    with store.engine.begin() as connection:
+        connection.execute(
+            sa.update(jobs)
+            .where(jobs.c.id == ids[0])
+            .values(reserved_at=store.now() - store.retry_after - 1)
+        )
+    [taken] = store.reserve_many("default", "b", 1)
+    assert taken.id == ids[0]
+
+    assert store.delete_many(mine) == [False, True]
+    assert [row["id"] for row in rows(store.engine, "jobs")] == [ids[0]]
+    assert store.delete(taken) is True
+
+
+def test_jobs_claimed_but_not_started_go_back_uncounted(
+    store: DatabaseStore, database_url: str
+) -> None:
+    Queue(database_url).bulk("Record", [{}, {}, {}])
+    claimed = store.reserve_many("default", "a", 3)
+
+    assert store.release_unstarted(claimed[1:]) == 2
+
+    by_id = {row["id"]: row for row in rows(store.engine, "jobs")}
+    for job in claimed[1:]:
+        row = by_id[job.id]
+        assert (row["reserved_at"], row["reservation"], row["reserved_by"]) == (
+            None,
+            None,
+            None,
+        )
+        assert row["attempts"] == 0
+    assert by_id[claimed[0].id]["reserved_by"] == "a"
+    again = store.reserve_many("default", "b", 5)
+    assert [job.attempts for job in again] == [1, 1]
+
+
+def test_a_claim_in_doubt_puts_back_what_the_holder_held(
+    store: DatabaseStore, database_url: str
+) -> None:
+    """After a commit cut off, the worker cannot know which jobs the lost
+    claim gave it: the next claim puts them all back first, uncounted."""
+    ids = Queue(database_url).bulk("Record", [{}, {}, {}])
+    store.reserve_many("default", "a", 2)  # its answer "lost"
+
+    held, claimed = store.delete_and_reserve([], ["default"], "a", 3, in_doubt=True)
+
+    assert held == []
+    assert [job.id for job in claimed] == ids
+    assert [job.attempts for job in claimed] == [1, 1, 1]
+
+
+def test_claimed_jobs_wait_only_as_long_as_their_leases_allow() -> None:
+    # retry_after 90, a 60 s timeout: up to 2 s; 88 s: claim one at a time.
+    assert max_wait(90, 60) == 2.0
+    assert max_wait(90, 88) <= 0
+    assert Prefetch(100, max_wait(90, 88)).claim_size(None) == 1
+    assert Prefetch(100, 2.0).claim_size(None) == 100
+    assert Prefetch(100, 2.0).claim_size(7) == 7
