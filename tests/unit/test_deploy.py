@@ -9,6 +9,7 @@ from helpers import run_cli
 
 
 def test_supervisor_block(tmp_path: Path) -> None:
+    (tmp_path / "conveyor.toml").write_text("[queue]\nretry_after = 180\n")
     result = run_cli(
         [
             "queue",
@@ -53,3 +54,16 @@ def test_a_kind_is_required(tmp_path: Path) -> None:
 
     assert result.exit_code == 2
     assert "choose --supervisor or --systemd" in result.stderr
+
+
+def test_a_timeout_the_workers_would_refuse_is_refused_here(tmp_path: Path) -> None:
+    """With the default ``retry_after`` of 90 s, workers would refuse
+    ``--timeout=120`` and the process manager would restart them in a loop:
+    no config is printed, and the error says what to set."""
+    result = run_cli(["queue", "deploy", "--systemd", "--timeout", "120"], cwd=tmp_path)
+
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert "--timeout=120 must be more than 0 and less than retry_after (90 s)" in line
+    assert "[queue] retry_after" in line

@@ -18,7 +18,7 @@ from conveyor.failed.store import FailedJobStore
 from conveyor.queue import inspection
 from conveyor.queue.pushing import Queue
 from conveyor.worker import deploy
-from conveyor.worker.loop import Worker, WorkerOptions
+from conveyor.worker.loop import Worker, WorkerOptions, check_timeout
 from conveyor.worker.metrics import metrics_table_name
 from conveyor.worker.presence import request_restart
 from conveyor.worker.signals import SignalHandlers, StopFlags
@@ -494,6 +494,9 @@ def deploy_command(
     if kind is None:
         raise click.UsageError("choose --supervisor or --systemd")
     settings = settings_for(ctx)
+    # The workers would refuse to start, and the process manager would
+    # restart them in a loop: say so now instead.
+    check_timeout(timeout, settings.queue.retry_after)
     folder = (settings.source.parent if settings.source else settings.root).resolve()
     arguments = [f"--timeout={timeout:g}", *work_options]
     if kind == "supervisor":

@@ -65,6 +65,19 @@ class WorkerStats:
     by_status: dict[str, int] = field(default_factory=dict)
 
 
+def check_timeout(timeout: float, retry_after: int) -> None:
+    """Refuse a ``--timeout`` that a job's lease cannot cover."""
+    if not timeout or retry_after <= timeout:
+        # No limit is the longest timeout of all: a job could outlive its
+        # lease and be taken, and failed or run again, by another worker.
+        raise ConfigError(
+            f"--timeout={timeout:g} must be more than 0 and less than "
+            f"retry_after ({retry_after} s): set [queue] retry_after in "
+            "conveyor.toml above it, or a job still running would be handed "
+            "to another worker"
+        )
+
+
 class Worker:
     def __init__(
         self,
@@ -94,16 +107,7 @@ class Worker:
 
     def validate(self) -> None:
         """Refuse options that cannot work, before taking any job."""
-        retry_after = self.settings.queue.retry_after
-        if not self.options.timeout or retry_after <= self.options.timeout:
-            # No limit is the longest timeout of all: a job could outlive its
-            # lease and be taken, and failed or run again, by another worker.
-            raise ConfigError(
-                f"--timeout={self.options.timeout:g} must be more than 0 and less "
-                f"than retry_after ({retry_after} s, [queue] retry_after in "
-                "conveyor.toml): otherwise a job still running would be handed "
-                "to another worker"
-            )
+        check_timeout(self.options.timeout, self.settings.queue.retry_after)
         if self.options.tries < 0:
             raise ConfigError("--tries must be 0 (no limit) or more")
         if self.options.prefetch < 1:
