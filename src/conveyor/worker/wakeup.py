@@ -55,14 +55,16 @@ class Wakeup:
         if self._connection is None:
             time.sleep(seconds)
             return False
+        heard: list[Any] = []
         try:
             heard = list(self._connection.notifies(timeout=seconds, stop_after=1))
+            if heard:
+                # More may have queued up together; they say nothing more.
+                list(self._connection.notifies(timeout=0))
         except Exception as exc:
+            # The server ended the connection (even just after a push was
+            # heard): listen again later, and poll meanwhile.
             self._broken(exc)
-            return False
-        if heard:
-            # More may have queued up together; they say nothing more.
-            list(self._connection.notifies(timeout=0))
         return bool(heard)
 
     def close(self) -> None:
