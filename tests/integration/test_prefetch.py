@@ -111,6 +111,24 @@ def test_a_claim_in_doubt_puts_back_what_the_holder_held(
     assert [job.attempts for job in claimed] == [1, 1, 1]
 
 
+def test_a_claim_in_doubt_still_deletes_the_jobs_that_ran(
+    store: DatabaseStore, database_url: str
+) -> None:
+    """The jobs that ran before a commit was cut off are deleted by the try
+    after it, never put back to run again (seen in the fault campaign: a
+    job run twice by one worker that nobody killed); only the rest of what
+    the worker held goes back."""
+    ids = Queue(database_url).bulk("Record", [{}, {}, {}])
+    ran, unstarted = store.reserve_many("default", "a", 2)
+
+    held, claimed = store.delete_and_reserve([ran], ["default"], "a", 3, in_doubt=True)
+
+    assert held == [True]
+    assert [job.id for job in claimed] == [unstarted.id, ids[2]]
+    assert [job.attempts for job in claimed] == [1, 1]
+    assert ran.id not in [row["id"] for row in rows(store.engine, "jobs")]
+
+
 def test_claimed_jobs_wait_only_as_long_as_their_leases_allow() -> None:
     # retry_after 90, a 60 s timeout: up to 2 s; 88 s: claim one at a time.
     assert max_wait(90, 60) == 2.0

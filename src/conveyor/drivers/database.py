@@ -196,14 +196,16 @@ class DatabaseStore:
 
         For a worker that holds no other job. ``in_doubt`` says an earlier
         try was cut off with its commit in doubt: its claim may have landed
-        without the worker learning which jobs it got, so every job still
-        reserved by ``holder`` is first put back, uncounted."""
+        without the worker learning which jobs it got, so once the jobs that
+        ran are deleted, every job still reserved by ``holder`` is put back,
+        uncounted. (In the other order the jobs that ran would go back too,
+        and run again.)"""
 
         def run() -> tuple[list[bool], list[ReservedJob]]:
             with self.engine.begin() as connection:
+                held = self._delete_in(connection, done) if done else []
                 if in_doubt and holder:
                     self._release_holder(connection, holder)
-                held = self._delete_in(connection, done) if done else []
                 for queue in queues:
                     claimed = self._claim_in(connection, queue, holder, limit)
                     if claimed:
