@@ -136,7 +136,15 @@ class ConveyorRun:
             common.stop(worker)
 
     def _worker(self, *options: str) -> subprocess.Popen[bytes]:
-        command = [memory.conveyor_command(), "queue", "work", *options]
+        # Claiming ahead is off by default (see the README's --prefetch);
+        # the benchmark measures the worker with it on.
+        command = [
+            memory.conveyor_command(),
+            "queue",
+            "work",
+            "--prefetch=100",
+            *options,
+        ]
         return common.start_process(command, self.app, self.workdir / "worker.log")
 
 

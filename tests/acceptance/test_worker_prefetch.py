@@ -22,7 +22,7 @@ def test_jobs_claimed_ahead_go_back_at_once_when_the_worker_stops(
     reserved and with no attempt counted."""
     [sleep_id] = push(database_url, "Sleep", {"seconds": 2})
     waiting = push(database_url, "Record", *range(5))
-    worker = spawn("--sleep=0.1")
+    worker = spawn("--sleep=0.1", "--prefetch=10")
 
     wait_until(lambda: runs(app, "start"), 15, "the job started")
     held = [row for row in table(engine, "jobs") if row["reserved_at"] is not None]

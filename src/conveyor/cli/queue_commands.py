@@ -148,7 +148,7 @@ def _worker_logging(log_format: str) -> None:
 @click.option(
     "--prefetch",
     type=click.IntRange(min=1),
-    default=100,
+    default=1,
     show_default=True,
     help="Jobs claimed per round trip (each with its own lease; those not "
     "started go back at once when the worker stops); 1: one at a time.",

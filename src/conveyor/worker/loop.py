@@ -53,7 +53,7 @@ class WorkerOptions:
     stop_when_empty: bool = False
     once: bool = False
     #: Jobs claimed per round trip (see ``conveyor.worker.prefetch``).
-    prefetch: int = 100
+    prefetch: int = 1
 
 
 @dataclass
