@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from conveyor import Queue
 from conveyor.db import create_engine
 from helpers import Spawn, WorkerProcess, start_worker, write_demo_app
 
@@ -122,6 +123,15 @@ def engine(database_url: str) -> Iterator[sa.Engine]:
     engine = create_engine(database_url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def queue(database_url: str) -> Iterator[Queue]:
+    """A ``Queue`` on the test's database, its tables created."""
+    client = Queue(database_url)
+    client.store.ensure_tables()
+    yield client
+    client.close()
 
 
 @pytest.fixture

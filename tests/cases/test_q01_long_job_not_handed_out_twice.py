@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,15 +35,6 @@ from helpers import (
     work,
     write_jobs,
 )
-
-
-@pytest.fixture
-def queue(database_url: str) -> Iterator[Queue]:
-    """A ``Queue`` on the test's database, its tables created."""
-    client = Queue(database_url)
-    client.store.ensure_tables()
-    yield client
-    client.close()
 
 
 @pytest.mark.slow

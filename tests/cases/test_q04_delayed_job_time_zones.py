@@ -24,7 +24,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -130,15 +129,6 @@ def conveyor_in_zone(
         timeout=60,
         env={**os.environ, "TZ": zone},
     )
-
-
-@pytest.fixture
-def queue(database_url: str) -> Iterator[Queue]:
-    """A ``Queue`` on the test's database, its tables created."""
-    client = Queue(database_url)
-    client.store.ensure_tables()
-    yield client
-    client.close()
 
 
 @pytest.mark.slow

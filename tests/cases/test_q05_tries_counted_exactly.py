@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 
 from conveyor import Queue
@@ -27,15 +25,6 @@ from helpers import (
     work,
     write_jobs,
 )
-
-
-@pytest.fixture
-def queue(database_url: str) -> Iterator[Queue]:
-    """A ``Queue`` on the test's database, its tables created."""
-    client = Queue(database_url)
-    client.store.ensure_tables()
-    yield client
-    client.close()
 
 
 def test_tries_3_runs_a_failing_job_3_times_then_stores_its_trace(

@@ -11,10 +11,8 @@ payload and at least the exception's type name; the worker keeps running;
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 
 from conveyor import Queue
@@ -27,15 +25,6 @@ from helpers import (
     work,
     write_jobs,
 )
-
-
-@pytest.fixture
-def queue(database_url: str) -> Iterator[Queue]:
-    """A ``Queue`` on the test's database, its tables created."""
-    client = Queue(database_url)
-    client.store.ensure_tables()
-    yield client
-    client.close()
 
 
 def failed_cells(stdout: str) -> dict[str, list[str]]:

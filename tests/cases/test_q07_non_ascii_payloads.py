@@ -12,7 +12,6 @@ the key, and nothing is stored."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,15 +36,6 @@ NON_ASCII = {
 
 #: The case's text: Latin-1, CJK (3 bytes in UTF-8) and an emoji (4 bytes).
 NAME = "Zoë 名前 🚀"
-
-
-@pytest.fixture
-def queue(database_url: str) -> Iterator[Queue]:
-    """A ``Queue`` on the test's database, its tables created."""
-    client = Queue(database_url)
-    client.store.ensure_tables()
-    yield client
-    client.close()
 
 
 def test_non_ascii_data_round_trips_through_a_worker(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -24,15 +23,6 @@ from conveyor.exceptions import PayloadError
 from helpers import make_due, payload_of, recorded, rows, work, write_jobs
 
 UTC = dt.timezone.utc
-
-
-@pytest.fixture
-def queue(database_url: str) -> Iterator[Queue]:
-    """A ``Queue`` on the test's database, its tables created."""
-    client = Queue(database_url)
-    client.store.ensure_tables()
-    yield client
-    client.close()
 
 
 def test_bulk_with_one_refused_item_stores_none_of_them(

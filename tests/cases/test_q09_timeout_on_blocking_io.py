@@ -39,15 +39,6 @@ from helpers import (
 
 
 @pytest.fixture
-def queue(database_url: str) -> Iterator[Queue]:
-    """A ``Queue`` on the test's database, its tables created."""
-    client = Queue(database_url)
-    client.store.ensure_tables()
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def silent_server() -> Iterator[int]:
     """A TCP server on 127.0.0.1 that accepts connections and never answers;
     its port."""

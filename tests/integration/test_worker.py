@@ -9,12 +9,10 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-import pytest
 import sqlalchemy as sa
 
 from conveyor import Queue
@@ -29,14 +27,6 @@ from helpers import (
     work,
     write_jobs,
 )
-
-
-@pytest.fixture
-def queue(database_url: str) -> Iterator[Queue]:
-    client = Queue(database_url)
-    client.store.ensure_tables()
-    yield client
-    client.close()
 
 
 def insert_job(engine: sa.Engine, payload: str) -> None:
