@@ -67,7 +67,10 @@ def queue_counts(store: DatabaseStore) -> list[QueueCounts]:
                 entry["oldest_ready_age"] = max(now - int(oldest), 0)
         for queue, count in connection.execute(failed_by_queue):
             counts.setdefault(queue, {})["failed"] = count
-    return [QueueCounts(queue, **values) for queue, values in sorted(counts.items())]  # type: ignore[arg-type]
+    return [
+        QueueCounts(queue, **values)  # type: ignore[arg-type]
+        for queue, values in sorted(counts.items())
+    ]
 
 
 def workers(store: DatabaseStore) -> list[WorkerRow]:

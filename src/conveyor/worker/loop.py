@@ -3,6 +3,7 @@ log one line; until told to stop."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import resource
 import time
@@ -313,7 +314,8 @@ class Worker:
         if tries > 1:
             # The connection dropped during a try: did that commit land?
             held = [
-                ok or self._with_database(lambda job=job: self.store.was_deleted(job))  # type: ignore[misc]
+                ok
+                or self._with_database(functools.partial(self.store.was_deleted, job))
                 for ok, job in zip(held, jobs, strict=True)
             ]
         self._log_done(done, held)
