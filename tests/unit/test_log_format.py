@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 
-from conveyor.cli.queue_commands import _JsonLines
+from conveyor.cli.work_command import _JsonLines
 
 
 def test_a_logged_exception_keeps_its_traceback_in_the_json_line() -> None:

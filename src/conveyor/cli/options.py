@@ -72,6 +72,18 @@ def common_options(command: F) -> F:
     return command
 
 
+def common_arguments(ctx: click.Context) -> list[str]:
+    """The common options as given, for a command run in another process."""
+    arguments = []
+    if _META_CONFIG in ctx.meta:
+        arguments.append(f"--config={ctx.meta[_META_CONFIG]}")
+    if _META_DATABASE in ctx.meta:
+        arguments.append(f"--database={ctx.meta[_META_DATABASE]}")
+    if ctx.meta.get(VERBOSE):
+        arguments.append("-v")
+    return arguments
+
+
 def settings_for(ctx: click.Context) -> Settings:
     given = ctx.meta.get(META_SETTINGS)
     if isinstance(given, Settings) and _META_CONFIG not in ctx.meta:

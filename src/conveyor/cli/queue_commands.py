@@ -1,27 +1,25 @@
-"""``conveyor queue ...``: work, push, status, failed, retry, forget, flush,
-clear, restart, workers, table."""
+"""``conveyor queue ...``: push, status, failed, retry, forget, flush,
+clear, restart, workers, table, deploy; ``work`` is in
+:mod:`conveyor.cli.work_command`."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import logging
 import time
-from typing import Any
 
 import click
 from rich.table import Table
 
 from conveyor.cli.options import common_options, console, settings_for
+from conveyor.cli.work_command import work_command
 from conveyor.commands import make_migration, open_store
 from conveyor.failed.store import FailedJobStore
 from conveyor.queue import inspection
 from conveyor.queue.pushing import Queue
 from conveyor.worker import deploy
-from conveyor.worker.loop import Worker, WorkerOptions, check_timeout
+from conveyor.worker.loop import check_timeout
 from conveyor.worker.metrics import metrics_table_name
 from conveyor.worker.presence import request_restart
-from conveyor.worker.signals import SignalHandlers, StopFlags
 
 
 @click.group()
@@ -29,183 +27,7 @@ def queue() -> None:
     """Push jobs, run workers and look after failed jobs."""
 
 
-def _int_list(value: str, option: str) -> tuple[int, ...]:
-    try:
-        numbers = tuple(int(part) for part in value.split(",") if part.strip())
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r} is not a list of whole seconds", param_hint=option
-        ) from None
-    if not numbers or any(n < 0 for n in numbers):
-        raise click.BadParameter(
-            f"{value!r}: give seconds, 0 or more", param_hint=option
-        )
-    return numbers
-
-
-class _JsonLines(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        body: dict[str, Any] = {
-            "time": dt.datetime.fromtimestamp(
-                record.created, dt.timezone.utc
-            ).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "message": record.getMessage(),
-        }
-        for key in (
-            "event",
-            "job",
-            "job_id",
-            "queue",
-            "attempt",
-            "duration_ms",
-            "status",
-        ):
-            if hasattr(record, key):
-                body[key] = getattr(record, key)
-        if record.exc_info:
-            # What went wrong is the point of a logged exception; a log
-            # collector must get it in the same object.
-            body["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(body, ensure_ascii=False)
-
-
-def _worker_logging(log_format: str) -> None:
-    logger = logging.getLogger("conveyor")
-    logger.setLevel(logging.INFO)
-    for handler in logger.handlers:
-        handler.setFormatter(
-            _JsonLines()
-            if log_format == "json"
-            else logging.Formatter("%(asctime)s %(message)s")
-        )
-
-
-@queue.command("work")
-@click.option(
-    "--queue",
-    "queues",
-    default=None,
-    metavar="Q1,Q2",
-    help="Queues to serve, in priority order (default: [queue] default).",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0),
-    default=60,
-    show_default=True,
-    help="Seconds one attempt may run before it is stopped; more than 0 and "
-    "less than [queue] retry_after.",
-)
-@click.option(
-    "--sleep",
-    type=click.FloatRange(min=0),
-    default=3,
-    show_default=True,
-    help="Seconds to wait when every queue is empty.",
-)
-@click.option(
-    "--tries",
-    type=click.IntRange(min=0),
-    default=1,
-    show_default=True,
-    help="Attempts per job; 0: no limit.",
-)
-@click.option(
-    "--backoff",
-    default="0",
-    show_default=True,
-    metavar="S1,S2,...",
-    help="Seconds before each retry; the last value repeats.",
-)
-@click.option(
-    "--max-jobs",
-    type=click.IntRange(min=0),
-    default=0,
-    help="Stop after this many jobs.",
-)
-@click.option(
-    "--max-time",
-    type=click.FloatRange(min=0),
-    default=0,
-    help="Stop after this many seconds.",
-)
-@click.option(
-    "--memory",
-    type=click.IntRange(min=0),
-    default=0,
-    metavar="MB",
-    help="Stop when the job process uses more memory than this.",
-)
-@click.option(
-    "--grace",
-    type=click.FloatRange(min=0),
-    default=0,
-    metavar="SECONDS",
-    help="After SIGTERM, stop the running job after this long and put it "
-    "back; 0: let it finish.",
-)
-@click.option(
-    "--prefetch",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Jobs claimed per round trip (each with its own lease; those not "
-    "started go back at once when the worker stops); 1: one at a time.",
-)
-@click.option("--stop-when-empty", is_flag=True, help="Stop when the queues are empty.")
-@click.option("--once", is_flag=True, help="Run at most one job, then stop.")
-@click.option(
-    "--log-format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="One line of text, or one JSON object, per job.",
-)
-@common_options
-@click.pass_context
-def work_command(
-    ctx: click.Context,
-    queues: str | None,
-    timeout: float,
-    sleep: float,
-    tries: int,
-    backoff: str,
-    max_jobs: int,
-    max_time: float,
-    memory: int,
-    grace: float,
-    prefetch: int,
-    stop_when_empty: bool,
-    once: bool,
-    log_format: str,
-) -> None:
-    """Run jobs as they arrive, until stopped (SIGTERM: after the current job)."""
-    settings = settings_for(ctx)
-    names = tuple(q.strip() for q in (queues or settings.queue.default).split(","))
-    if not all(names):
-        raise click.BadParameter(
-            f"{queues!r} has an empty queue name", param_hint="--queue"
-        )
-    options = WorkerOptions(
-        queues=names,
-        timeout=timeout,
-        sleep=sleep,
-        tries=tries,
-        backoff=_int_list(backoff, "--backoff"),
-        max_jobs=max_jobs,
-        max_time=max_time,
-        memory=memory,
-        grace=grace,
-        prefetch=prefetch,
-        stop_when_empty=stop_when_empty,
-        once=once,
-    )
-    _worker_logging(log_format)
-    flags = StopFlags()
-    # Caught before the driver loads, so a stop during start-up is clean.
-    with SignalHandlers(flags):
-        Worker(settings, options, open_store(settings), flags=flags).run()
+queue.add_command(work_command)
 
 
 @queue.command("push")

@@ -63,6 +63,9 @@ class WorkerStats:
     retried: int = 0
     failed: int = 0
     stop_reason: str = ""
+    #: Whether it stopped for a fresh worker to take its place (a restart
+    #: request, --max-jobs, --max-time, --memory) rather than for good.
+    renew: bool = False
     by_status: dict[str, int] = field(default_factory=dict)
 
 
@@ -277,14 +280,21 @@ class Worker:
 
     def _stop_reason(self, processed: int) -> str:
         if self.flags.cold or self.flags.warm:
-            return self.flags.reason
+            return self._asked_to_stop()
         if self.options.max_jobs and processed >= self.options.max_jobs:
+            self.stats.renew = True
             return f"--max-jobs={self.options.max_jobs} reached"
         elapsed = time.monotonic() - self._started
         if self.options.max_time and elapsed >= self.options.max_time:
+            self.stats.renew = True
             return f"--max-time={self.options.max_time:g} reached"
         self._heartbeat(None)
-        return self.flags.reason if self.flags.warm else ""
+        return self._asked_to_stop() if self.flags.warm else ""
+
+    def _asked_to_stop(self) -> str:
+        # A signal after a restart request still stops the worker for good.
+        self.stats.renew = self.flags.renew and not self.flags.cold
+        return self.flags.reason
 
     def _longest_timeout(self) -> float:
         """The longest a job may run: ``--timeout`` or a job class's own,
@@ -473,7 +483,8 @@ class Worker:
             used_kb = max(outcome.rss_kb, _own_rss_kb())
             if used_kb / 1024 > self.options.memory:
                 self.flags.ask_warm(
-                    f"--memory={self.options.memory} MB passed ({used_kb // 1024} MB)"
+                    f"--memory={self.options.memory} MB passed ({used_kb // 1024} MB)",
+                    renew=True,
                 )
         return decision.action is Action.RELEASE
 
@@ -572,7 +583,7 @@ class Worker:
         """Keep the worker's row fresh (at most every ``every`` seconds); a
         restart request seen here stops the worker after the job it runs."""
         if self._quietly(lambda: self.presence.beat(job_id, every=every)):
-            self.flags.ask_warm("restart requested")
+            self.flags.ask_warm("restart requested", renew=True)
         self._quietly(self.metrics.flush)
         self._release_dead_workers()
 
