@@ -107,11 +107,13 @@ class ConveyorRun:
         for first in range(0, jobs, 1000):
             self.queue.bulk("Noop", [{} for _ in range(min(1000, jobs - first))])
         self.queue.push("Mark", {"file": str(marks), "name": "last"})
-        workers = [
-            self._worker("--stop-when-empty", "--sleep=0") for _ in range(processes)
-        ]
-        for worker in workers:
-            worker.wait(timeout=common.DRAIN_TIMEOUT)
+        # Several processes the way an operator runs them: one supervisor
+        # (``--processes``) that exits once each of its workers found the
+        # queue empty.
+        options = ["--stop-when-empty", "--sleep=0"]
+        if processes > 1:
+            options.append(f"--processes={processes}")
+        self._worker(*options).wait(timeout=common.DRAIN_TIMEOUT)
         return common.rate_between_marks(marks, jobs)
 
     def latency(self, samples: int) -> tuple[float, float] | None:

@@ -150,6 +150,24 @@ def test_flask_conveyor_commands_use_the_application_settings(
 
 
 @pytest.mark.databases("sqlite")
+def test_flask_conveyor_workers_under_a_supervisor_use_the_application_too(
+    flask_app: Path, database_url: str, engine: sa.Engine
+) -> None:
+    """``--processes 2``: the workers are fresh ``flask conveyor`` processes,
+    so they get the application's database, queue and job folder."""
+    app: Flask = load(flask_app).create_app()
+    app.test_client().post("/signup")
+    app.extensions["conveyor"].queue.close()
+
+    flask_cli(flask_app, "queue", "work", "--processes=2", "--stop-when-empty")
+
+    greeted = (flask_app / "greeted.txt").read_text()
+    assert greeted == "hello from the config to zoe by app"
+    assert table(engine, "jobs") == []
+    assert not (flask_app / "not-this-one.db").exists()
+
+
+@pytest.mark.databases("sqlite")
 def test_settings_from_config_over_the_file_and_environment(
     tmp_path: Path, database_name: str
 ) -> None:

@@ -49,6 +49,27 @@ def test_systemd_unit(tmp_path: Path) -> None:
     assert f"WorkingDirectory={tmp_path.resolve()}" in result.stdout
 
 
+def test_one_unit_runs_the_workers_under_one_supervisor(tmp_path: Path) -> None:
+    args = ["queue", "deploy", "--processes=3", "--one-unit", "--", "--tries=2"]
+
+    supervisor = run_cli([*args[:2], "--supervisor", *args[2:]], cwd=tmp_path)
+    systemd = run_cli([*args[:2], "--systemd", *args[2:]], cwd=tmp_path)
+
+    assert supervisor.exit_code == 0, supervisor.output
+    lines = supervisor.stdout.splitlines()
+    assert "numprocs=1" in lines
+    command = next(line for line in lines if line.startswith("command="))
+    assert command.endswith("queue work --processes=3 --timeout=60 --tries=2")
+    assert systemd.exit_code == 0, systemd.output
+    assert "/etc/systemd/system/conveyor-worker.service" in systemd.stdout
+    assert "%i" not in systemd.stdout
+    exec_start = next(
+        line for line in systemd.stdout.splitlines() if line.startswith("ExecStart=")
+    )
+    assert exec_start.endswith("queue work --processes=3 --timeout=60 --tries=2")
+    assert "KillMode=mixed" in systemd.stdout
+
+
 def test_a_kind_is_required(tmp_path: Path) -> None:
     result = run_cli(["queue", "deploy"], cwd=tmp_path)
 

@@ -285,7 +285,13 @@ def table_command(ctx: click.Context) -> None:
     type=click.IntRange(min=1),
     default=2,
     show_default=True,
-    help="How many worker processes (Supervisor's numprocs).",
+    help="How many worker processes (Supervisor's numprocs, or with --one-unit "
+    "the --processes of one queue work).",
+)
+@click.option(
+    "--one-unit",
+    is_flag=True,
+    help="Run them as one program or unit, `queue work --processes N`, instead of N.",
 )
 @click.option(
     "--name", default="conveyor-worker", show_default=True, help="Program or unit name."
@@ -304,6 +310,7 @@ def deploy_command(
     ctx: click.Context,
     kind: str | None,
     processes: int,
+    one_unit: bool,
     name: str,
     timeout: float,
     work_options: tuple[str, ...],
@@ -321,6 +328,9 @@ def deploy_command(
     check_timeout(timeout, settings.queue.retry_after)
     folder = (settings.source.parent if settings.source else settings.root).resolve()
     arguments = [f"--timeout={timeout:g}", *work_options]
+    if one_unit:
+        arguments.insert(0, f"--processes={processes}")
+        processes = 1
     if kind == "supervisor":
         click.echo(
             deploy.supervisor_block(
@@ -339,6 +349,7 @@ def deploy_command(
                 folder=folder,
                 arguments=arguments,
                 timeout=timeout,
+                template=not one_unit,
             ),
             nl=False,
         )

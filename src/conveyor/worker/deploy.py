@@ -42,14 +42,32 @@ stdout_logfile=/var/log/{name}.log
 
 
 def systemd_unit(
-    *, name: str, folder: Path, arguments: list[str], timeout: float
+    *,
+    name: str,
+    folder: Path,
+    arguments: list[str],
+    timeout: float,
+    template: bool = True,
 ) -> str:
+    """A unit template, one instance per worker; or, without ``template``,
+    one plain unit (its command a supervisor of several workers)."""
     stop_wait = int(timeout) + GRACE_MARGIN
-    return f"""\
+    if template:
+        head = f"""\
 # /etc/systemd/system/{name}@.service  (start N with: systemctl enable --now
 # {name}@1 {name}@2 ...)
 [Unit]
 Description=Conveyor queue worker %i
+"""
+    else:
+        head = f"""\
+# /etc/systemd/system/{name}.service  (start with: systemctl enable --now {name})
+[Unit]
+Description=Conveyor queue workers
+"""
+    return (
+        head
+        + f"""\
 After=network.target
 
 [Service]
@@ -57,8 +75,9 @@ WorkingDirectory={folder}
 ExecStart={work_command(arguments)}
 Restart=always
 RestartSec=1
-# SIGTERM to the worker lets its running job finish; whatever is left of the
-# unit's processes is killed after --timeout plus a margin.
+# SIGTERM to the worker (or supervisor) lets the running jobs finish;
+# whatever is left of the unit's processes is killed after --timeout plus a
+# margin.
 KillSignal=SIGTERM
 KillMode=mixed
 TimeoutStopSec={stop_wait}
@@ -66,3 +85,4 @@ TimeoutStopSec={stop_wait}
 [Install]
 WantedBy=multi-user.target
 """
+    )

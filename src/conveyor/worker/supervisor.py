@@ -55,6 +55,9 @@ STABLE_AFTER = 60.0
 #: How often the supervisor looks at its workers and its stop flags.
 _POLL_SECONDS = 0.1
 
+#: How often a cold stop is passed on again while a worker still runs.
+_COLD_AGAIN_SECONDS = 1.0
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -87,7 +90,9 @@ class Supervisor:
         self.flags = flags if flags is not None else StopFlags()
         self.backoff = tuple(backoff)
         self.slots = [Slot(number) for number in range(1, processes + 1)]
-        self._forwarded: signal.Signals | None = None
+        #: When the warm and the cold stop were passed on (monotonic).
+        self._warm_sent: float | None = None
+        self._cold_sent: float | None = None
 
     def run(self) -> int:
         """Supervise until done; the exit code for the supervisor (0)."""
@@ -129,28 +134,32 @@ class Supervisor:
         return any(s.process is not None or s.start_at is not None for s in self.slots)
 
     def _forward_stop(self) -> None:
-        """Pass a stop asked of the supervisor on to every worker, once per
-        kind: SIGTERM for a warm stop, SIGINT (their second) for a cold."""
-        wanted = (
-            signal.SIGINT
-            if self.flags.cold
-            else signal.SIGTERM
-            if self.flags.warm
-            else None
-        )
-        if wanted is None or wanted == self._forwarded:
-            return
+        """Pass a stop asked of the supervisor on to every worker: SIGTERM
+        once for a warm stop; for a cold one, SIGINT (their second signal)
+        at the next look and again every second while any runs."""
+        now = time.monotonic()
+        if self.flags.warm and self._warm_sent is None:
+            self._announce("warm")
+            self._stop_all(signal.SIGTERM)
+            self._warm_sent = now
+        elif self.flags.cold and self._warm_sent is not None:
+            # A worker handles two pending signals lowest number first: a
+            # SIGINT arriving with the SIGTERM would be taken for the first
+            # and the SIGTERM ignored, so it is sent after, and again.
+            if self._cold_sent is None:
+                self._announce("cold")
+            elif now - self._cold_sent < _COLD_AGAIN_SECONDS:
+                return
+            self._stop_all(signal.SIGINT)
+            self._cold_sent = now
+
+    def _announce(self, kind: str) -> None:
         log.info(
             "supervisor: %s stop of every worker (%s)",
-            "cold" if self.flags.cold else "warm",
+            kind,
             self.flags.reason,
-            extra={"event": "supervisor_stopping", "cold": self.flags.cold},
+            extra={"event": "supervisor_stopping", "cold": kind == "cold"},
         )
-        if wanted == signal.SIGINT and self._forwarded is None:
-            # A worker takes a first SIGINT as a warm stop only.
-            self._stop_all(signal.SIGTERM)
-        self._stop_all(wanted)
-        self._forwarded = wanted
 
     def _stop_all(self, signum: signal.Signals) -> None:
         for slot in self.slots:
@@ -192,10 +201,10 @@ class Supervisor:
             # empty (--stop-when-empty), --once, or a SIGTERM to it alone.
             slot.start_at = None
             log.info(
-                "worker %d (pid %d) exited with code %d",
+                "worker %d (pid %d) exited: %s",
                 slot.number,
                 pid,
-                code,
+                describe_exit(code),
                 extra={"event": "worker_process_exited", **extra},
             )
             return
