@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -37,8 +38,32 @@ class WorkerRow:
 
 def queue_counts(store: DatabaseStore) -> list[QueueCounts]:
     store.ensure_tables()
-    jobs, failed = store.tables.jobs, store.tables.failed
+    failed = store.tables.failed
     now = store.now()
+    failed_by_queue = sa.select(failed.c.queue, sa.func.count()).group_by(
+        failed.c.queue
+    )
+
+    counts: dict[str, dict[str, int | None]] = {}
+    with store.engine.connect() as connection:
+        for queue, kind, count, oldest in connection.execute(
+            counts_statement(store, now)
+        ):
+            entry = counts.setdefault(queue, {})
+            entry[kind] = count
+            if kind == "ready":
+                entry["oldest_ready_age"] = max(now - int(oldest), 0)
+        for queue, count in connection.execute(failed_by_queue):
+            counts.setdefault(queue, {})["failed"] = count
+    return [
+        QueueCounts(queue, **values)  # type: ignore[arg-type]
+        for queue, values in sorted(counts.items())
+    ]
+
+
+def counts_statement(store: DatabaseStore, now: int) -> sa.Select[Any]:
+    """Rows of (queue, state, count, earliest due time) for the jobs table."""
+    jobs = store.tables.jobs
     expired_before = now - store.retry_after
     state = sa.case(
         (
@@ -51,26 +76,9 @@ def queue_counts(store: DatabaseStore) -> list[QueueCounts]:
         (jobs.c.available_at > now, "delayed"),
         else_="ready",
     ).label("state")
-    by_state = sa.select(
+    return sa.select(
         jobs.c.queue, state, sa.func.count(), sa.func.min(jobs.c.available_at)
     ).group_by(jobs.c.queue, state)
-    failed_by_queue = sa.select(failed.c.queue, sa.func.count()).group_by(
-        failed.c.queue
-    )
-
-    counts: dict[str, dict[str, int | None]] = {}
-    with store.engine.connect() as connection:
-        for queue, kind, count, oldest in connection.execute(by_state):
-            entry = counts.setdefault(queue, {})
-            entry[kind] = count
-            if kind == "ready":
-                entry["oldest_ready_age"] = max(now - int(oldest), 0)
-        for queue, count in connection.execute(failed_by_queue):
-            counts.setdefault(queue, {})["failed"] = count
-    return [
-        QueueCounts(queue, **values)  # type: ignore[arg-type]
-        for queue, values in sorted(counts.items())
-    ]
 
 
 def workers(store: DatabaseStore) -> list[WorkerRow]:
