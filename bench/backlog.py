@@ -157,8 +157,14 @@ class Bench:
         self.first_claim = 0.0
 
     def clear(self) -> None:
+        """Empty the table as if new: a DELETE of 1,000,000 rows would leave
+        as many dead index entries (until VACUUM, or MariaDB's purge) for
+        the next drain's first claims to step over, 0.3 s each."""
         with self.store.engine.begin() as connection:
-            connection.execute(sa.delete(self.jobs))
+            if self.family == "sqlite":
+                connection.execute(sa.delete(self.jobs))
+            else:
+                connection.exec_driver_sql(f"TRUNCATE TABLE {self.jobs.name}")
 
     def push_bulk(self) -> float:
         self.clear()
