@@ -54,6 +54,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from conveyor.dashboard import queries
+from conveyor.drivers import tables
 from conveyor.queue import inspection
 
 _HERE = Path(__file__).resolve().parent
@@ -261,6 +262,26 @@ class Bench:
             times.append(time.perf_counter() - started)
         return statistics.median(times)
 
+    def upgrade_seconds(self) -> float | None:
+        """How long the first process takes to give a full table of an
+        earlier version the claim index (``None`` before it existed)."""
+        upgrade = getattr(tables, "upgrade_indexes", None)
+        if upgrade is None:
+            return None
+        name = self.jobs.name
+        with self.store.engine.begin() as connection:
+            for index in self.jobs.indexes:
+                if index.name == tables.claim_index(name):
+                    index.drop(connection)
+            connection.exec_driver_sql(
+                f"CREATE INDEX {tables.superseded_index(name)} "
+                f"ON {name} (queue, reserved_at, id)"
+            )
+        started = time.perf_counter()
+        with self.store.engine.begin() as connection:
+            upgrade(connection, self.jobs)
+        return time.perf_counter() - started
+
     def reads(self) -> dict[str, float]:
         """Seconds of each read of the status command and the dashboard."""
         store = self.store
@@ -345,8 +366,11 @@ def measure(family: str, server: str | None, args: Any) -> dict[str, Any]:
                     add("drain_backlog", bench.drain(args.backlog - args.jobs - 2))
                     add("claim_backlog", bench.first_claim)
                 add("backlog_rows", bench.backlog_for_status())
+                add("index_upgrade", bench.upgrade_seconds())
                 for name, seconds in bench.reads().items():
                     add(name, seconds)
+                # Last: it takes the run-out leases back.
+                add("claim_mixed", bench.claim_seconds())
                 if args.explain:
                     explain(bench.store, family)
             finally:
@@ -371,7 +395,9 @@ def print_table(summary: dict[str, dict[str, Any]]) -> None:
                 cells.append("-")
             elif name.startswith("claim_"):
                 cells.append(f"{value * 1000:.1f} ms")
-            elif name.endswith(("_cli", "_empty", "_query", "_page", "_names")):
+            elif name.endswith(
+                ("_cli", "_empty", "_query", "_page", "_names", "_upgrade")
+            ):
                 cells.append(f"{value:.3f} s")
             elif name == "drain_ratio":
                 cells.append(f"{value:.2f}")
