@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from conveyor.db import connect
 from conveyor.drivers.database import DatabaseStore
+from conveyor.queue.inspection import queues_with_jobs
 from conveyor.queue.payload import Payload
 
 JobState = Literal["ready", "delayed", "running"]
@@ -151,7 +152,8 @@ def find_job(store: DatabaseStore, job_id: int) -> JobRow | None:
 def queue_names(store: DatabaseStore) -> list[str]:
     """Every queue with a waiting, running or failed job."""
     store.ensure_tables()
-    jobs, failed = store.tables.jobs, store.tables.failed
-    query = sa.union(sa.select(jobs.c.queue), sa.select(failed.c.queue))
+    failed = store.tables.failed
     with connect(store.engine, read_only=True) as connection:
-        return sorted(row[0] for row in connection.execute(query))
+        names = set(queues_with_jobs(connection, store.tables.jobs))
+        names.update(connection.execute(sa.select(failed.c.queue).distinct()).scalars())
+    return sorted(names)

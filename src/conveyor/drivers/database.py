@@ -31,7 +31,7 @@ import time
 import uuid as uuid_module
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -39,7 +39,7 @@ from sqlalchemy.engine import Connection, Engine
 from conveyor.db import family_of
 from conveyor.drivers.base import NewJob, ReservedJob
 from conveyor.drivers.contention import retry_contention
-from conveyor.drivers.tables import QueueTables
+from conveyor.drivers.tables import QueueTables, upgrade_indexes
 from conveyor.exceptions import ConfigError
 
 Clock = Callable[[], float]
@@ -91,10 +91,12 @@ class DatabaseStore:
             try:
                 with self.engine.begin() as connection:
                     self.tables.metadata.create_all(connection, checkfirst=True)
+                    upgrade_indexes(connection, self.tables.jobs)
                 break
             except sa.exc.DBAPIError:
-                # Another process created a table between our check and our
-                # CREATE; look again once it has had time to finish.
+                # Another process created a table or an index (or dropped
+                # one) between our check and our DDL; look again once it has
+                # had time to finish.
                 if attempt == 5:
                     raise
                 time.sleep(0.1 * attempt)
@@ -251,21 +253,27 @@ class DatabaseStore:
                 )
             )
 
-    def _claim_order(self, queue: str, now: int) -> list[sa.ColumnElement[bool]]:
+    def _claim_order(self, queue: str, now: int) -> list[_Claimable]:
         """The kinds of claimable job, in the order to try them: jobs whose
         lease ran out first, but looked for at most once a second per queue
         while ready jobs keep coming (each kind has an index that finds its
         oldest row without sorting the backlog)."""
         jobs = self.tables.jobs
-        ready = sa.and_(
-            jobs.c.queue == queue,
-            jobs.c.reserved_at.is_(None),
-            jobs.c.available_at <= now,
+        ready = _Claimable(
+            sa.and_(
+                jobs.c.queue == queue,
+                jobs.c.reserved_at.is_(None),
+                jobs.c.available_at <= now,
+            ),
+            (jobs.c.id,),
         )
         # A lease that ran out: its worker died or lost touch. Strictly older,
         # since whole seconds could otherwise cut it short by up to a second.
-        expired = sa.and_(
-            jobs.c.queue == queue, jobs.c.reserved_at < now - self.retry_after
+        # Oldest lease first: in the index's order, so SQLite never walks the
+        # whole table by id to find none (80 ms at 1,000,000 jobs).
+        expired = _Claimable(
+            sa.and_(jobs.c.queue == queue, jobs.c.reserved_at < now - self.retry_after),
+            (jobs.c.reserved_at, jobs.c.id),
         )
         if time.monotonic() - self._expired_looked_at.get(queue, -1.0) < 1.0:
             return [ready, expired]
@@ -301,15 +309,15 @@ class DatabaseStore:
     def _reserve_in_one_statement(
         self,
         connection: Connection,
-        claimable: sa.ColumnElement[bool],
+        claimable: _Claimable,
         lease: _Lease,
         limit: int,
     ) -> list[ReservedJob]:
         jobs = self.tables.jobs
         picked = (
             sa.select(jobs.c.id)
-            .where(claimable)
-            .order_by(jobs.c.id)
+            .where(claimable.where)
+            .order_by(*claimable.order)
             .limit(limit)
             .with_for_update(skip_locked=True)
             .cte("picked")
@@ -331,7 +339,7 @@ class DatabaseStore:
     def _reserve_by_id(
         self,
         connection: Connection,
-        claimable: sa.ColumnElement[bool],
+        claimable: _Claimable,
         lease: _Lease,
         limit: int,
     ) -> list[ReservedJob]:
@@ -345,8 +353,8 @@ class DatabaseStore:
                 jobs.c.crashes,
                 jobs.c.reserved_at,
             )
-            .where(claimable)
-            .order_by(jobs.c.id)
+            .where(claimable.where)
+            .order_by(*claimable.order)
             .limit(limit)
         )
         if self.family == "mysql":
@@ -589,6 +597,13 @@ def _claim_values(jobs: sa.Table, lease: _Lease) -> list[tuple[Any, Any]]:
         (jobs.c.reservation, lease.token),
         (jobs.c.reserved_by, lease.holder),
     ]
+
+
+class _Claimable(NamedTuple):
+    """Which rows a claim may take, and in what order."""
+
+    where: sa.ColumnElement[bool]
+    order: tuple[sa.ColumnElement[Any], ...]
 
 
 @dataclass(frozen=True)

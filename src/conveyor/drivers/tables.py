@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Connection
 
 from conveyor.config import QueueSettings
 
@@ -23,6 +24,18 @@ _LongText = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 _QueueName = sa.String(255).with_variant(
     mysql.VARCHAR(255, collation="utf8mb4_bin"), "mysql", "mariadb"
 )
+
+
+CLAIM_COLUMNS = ("queue", "reserved_at", "id", "available_at")
+
+
+def claim_index(table: str) -> str:
+    return f"ix_{table}_claim"
+
+
+def superseded_index(table: str) -> str:
+    """The claim index of versions before ``available_at`` joined it."""
+    return f"ix_{table}_queue"
 
 
 @dataclass(frozen=True)
@@ -54,8 +67,10 @@ def queue_tables(settings: QueueSettings) -> QueueTables:
         sa.Column("crashes", sa.Integer, nullable=False, default=0, server_default="0"),
         # Serves the claim: the oldest ready job of a queue is the first
         # entry under (queue, NULL), with no sort of the backlog; leases that
-        # ran out are a short range of reserved_at.
-        sa.Index(f"ix_{settings.table}_queue", "queue", "reserved_at", "id"),
+        # ran out are a short range of reserved_at. available_at rides along
+        # so that neither the claim's due-time check nor ``queue status``'s
+        # counts read the rows themselves (see ``upgrade_indexes``).
+        sa.Index(claim_index(settings.table), *CLAIM_COLUMNS),
         # PostgreSQL cannot read "reserved_at IS NULL" as an equality, so it
         # would sort every ready row by id; a partial index hands it the
         # ready jobs of a queue in id order.
@@ -93,3 +108,25 @@ def queue_tables(settings: QueueSettings) -> QueueTables:
         sa.Column("stop_requested", sa.Boolean, nullable=False, default=False),
     )
     return QueueTables(metadata, jobs, failed, workers)
+
+
+def upgrade_indexes(connection: Connection, jobs: sa.Table) -> None:
+    """Give a jobs table made by an earlier version the claim index it
+    lacks, and drop the one that index replaces (every index costs each
+    push and claim a write). A no-op on a table this version made.
+
+    Building the index keeps pushes waiting while it runs, except on
+    MariaDB/MySQL, which builds it online: once, 1 to 5 s at 1,000,000 jobs
+    on a busy 2-core machine."""
+    present = {index["name"] for index in sa.inspect(connection).get_indexes(jobs.name)}
+    claim = claim_index(jobs.name)
+    if claim not in present:
+        for index in jobs.indexes:
+            if index.name == claim:
+                index.create(connection)
+    old = superseded_index(jobs.name)
+    if old in present:
+        # A stand-in of the old index on a stand-in table, so that the real
+        # table's metadata never holds it (create_all would build it again).
+        stand_in = sa.Table(jobs.name, sa.MetaData(), sa.Column("queue", _QueueName))
+        sa.Index(old, stand_in.c.queue).drop(connection)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
+from conveyor.db import connect
 from conveyor.drivers.database import DatabaseStore
 
 
@@ -36,41 +41,93 @@ class WorkerRow:
 
 
 def queue_counts(store: DatabaseStore) -> list[QueueCounts]:
+    """Each queue's jobs by state, read from one snapshot.
+
+    Per queue, one range of the claim index for the jobs held and one for
+    those waiting, rather than one grouped pass over the whole table: the
+    index holds every column they test, so the rows themselves are never
+    read (see docs/performance.md).
+    """
     store.ensure_tables()
-    jobs, failed = store.tables.jobs, store.tables.failed
+    failed = store.tables.failed
     now = store.now()
-    expired_before = now - store.retry_after
-    state = sa.case(
-        (
-            sa.and_(
-                jobs.c.reserved_at.is_not(None), jobs.c.reserved_at < expired_before
-            ),
-            "expired",
-        ),
-        (jobs.c.reserved_at.is_not(None), "running"),
-        (jobs.c.available_at > now, "delayed"),
-        else_="ready",
-    ).label("state")
-    by_state = sa.select(
-        jobs.c.queue, state, sa.func.count(), sa.func.min(jobs.c.available_at)
-    ).group_by(jobs.c.queue, state)
     failed_by_queue = sa.select(failed.c.queue, sa.func.count()).group_by(
         failed.c.queue
     )
 
-    counts: dict[str, dict[str, int | None]] = {}
-    with store.engine.connect() as connection:
-        for queue, kind, count, oldest in connection.execute(by_state):
-            entry = counts.setdefault(queue, {})
-            entry[kind] = count
-            if kind == "ready":
-                entry["oldest_ready_age"] = max(now - int(oldest), 0)
+    counts: dict[str, QueueCounts] = {}
+    with _snapshot(store) as connection:
+        for queue in queues_with_jobs(connection, store.tables.jobs):
+            held = connection.execute(held_statement(store, queue, now)).one()
+            waiting = connection.execute(waiting_statement(store, queue, now)).one()
+            counts[queue] = _counts(queue, held, waiting, now)
         for queue, count in connection.execute(failed_by_queue):
-            counts.setdefault(queue, {})["failed"] = count
-    return [
-        QueueCounts(queue, **values)  # type: ignore[arg-type]
-        for queue, values in sorted(counts.items())
-    ]
+            found = counts.get(queue, QueueCounts(queue))
+            counts[queue] = replace(found, failed=count)
+    return [counts[queue] for queue in sorted(counts)]
+
+
+def queues_with_jobs(connection: Connection, jobs: sa.Table) -> list[str]:
+    """The queues that hold a job, one index seek each: the next name after
+    the last one found (a scan for distinct names would read every entry)."""
+    found: list[str] = []
+    while True:
+        query = sa.select(jobs.c.queue).order_by(jobs.c.queue).limit(1)
+        if found:
+            query = query.where(jobs.c.queue > found[-1])
+        name = connection.execute(query).scalar()
+        if name is None:
+            return found
+        found.append(name)
+
+
+def held_statement(store: DatabaseStore, queue: str, now: int) -> sa.Select[int, Any]:
+    """How many jobs of ``queue`` workers hold, and how many of those have
+    leases that ran out."""
+    jobs = store.tables.jobs
+    expired = sa.case((jobs.c.reserved_at < now - store.retry_after, 1), else_=0)
+    return sa.select(sa.func.count(), sa.func.sum(expired)).where(
+        jobs.c.queue == queue, jobs.c.reserved_at.is_not(None)
+    )
+
+
+def waiting_statement(
+    store: DatabaseStore, queue: str, now: int
+) -> sa.Select[int, Any, Any]:
+    """How many jobs of ``queue`` wait, how many of those are not due yet,
+    and the earliest due time of the rest."""
+    jobs = store.tables.jobs
+    delayed = sa.case((jobs.c.available_at > now, 1), else_=0)
+    ready_since = sa.case((jobs.c.available_at <= now, jobs.c.available_at))
+    return sa.select(
+        sa.func.count(), sa.func.sum(delayed), sa.func.min(ready_since)
+    ).where(jobs.c.queue == queue, jobs.c.reserved_at.is_(None))
+
+
+def _counts(queue: str, held: Any, waiting: Any, now: int) -> QueueCounts:
+    # SUM over no rows is NULL, and MySQL's SUM is a Decimal.
+    expired = int(held[1] or 0)
+    delayed = int(waiting[1] or 0)
+    return QueueCounts(
+        queue,
+        ready=waiting[0] - delayed,
+        delayed=delayed,
+        running=held[0] - expired,
+        expired=expired,
+        oldest_ready_age=None if waiting[2] is None else max(now - waiting[2], 0),
+    )
+
+
+@contextmanager
+def _snapshot(store: DatabaseStore) -> Iterator[Connection]:
+    """A connection whose reads all see the same moment, so a job that
+    moves between them is counted once; it never waits for a writer."""
+    with connect(store.engine, read_only=True) as connection:
+        if store.family != "sqlite":
+            # Autocommit would read each statement at a moment of its own.
+            connection = connection.execution_options(isolation_level="REPEATABLE READ")
+        with connection.begin():
+            yield connection
 
 
 def workers(store: DatabaseStore) -> list[WorkerRow]:
