@@ -20,6 +20,7 @@ from conveyor.queue.pushing import Queue
 from conveyor.worker import deploy
 from conveyor.worker.loop import Worker, WorkerOptions, check_timeout
 from conveyor.worker.metrics import metrics_table_name
+from conveyor.worker.prefetch import DEFAULT_PREFETCH
 from conveyor.worker.presence import request_restart
 from conveyor.worker.signals import SignalHandlers, StopFlags
 
@@ -148,7 +149,7 @@ def _worker_logging(log_format: str) -> None:
 @click.option(
     "--prefetch",
     type=click.IntRange(min=1),
-    default=1,
+    default=DEFAULT_PREFETCH,
     show_default=True,
     help="Jobs claimed per round trip (each with its own lease; those not "
     "started go back at once when the worker stops); 1: one at a time.",

@@ -19,7 +19,7 @@ from conveyor.drivers.database import DatabaseStore
 from conveyor.exceptions import ConfigError
 from conveyor.worker.child import batch_pauses_after
 from conveyor.worker.metrics import MinuteCounts
-from conveyor.worker.prefetch import Prefetch, max_wait
+from conveyor.worker.prefetch import DEFAULT_PREFETCH, Prefetch, max_wait
 from conveyor.worker.presence import Presence, nameable
 from conveyor.worker.process import ChildProcess, Outcome
 from conveyor.worker.retry import Action, Decision, decide
@@ -54,7 +54,7 @@ class WorkerOptions:
     stop_when_empty: bool = False
     once: bool = False
     #: Jobs claimed per round trip (see ``conveyor.worker.prefetch``).
-    prefetch: int = 1
+    prefetch: int = DEFAULT_PREFETCH
 
 
 @dataclass
