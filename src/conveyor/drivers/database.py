@@ -30,7 +30,6 @@ import secrets
 import time
 import uuid as uuid_module
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -38,6 +37,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from conveyor.db import family_of
 from conveyor.drivers.base import NewJob, ReservedJob
+from conveyor.drivers.claim import Lease, claim_by_id, claim_in_one_statement
 from conveyor.drivers.contention import retry_contention
 from conveyor.drivers.recovery import (
     SUSPECT,
@@ -176,19 +176,31 @@ class DatabaseStore:
         self, connection: Connection, queue: str, holder: str, limit: int
     ) -> list[ReservedJob]:
         now = self.now()
-        lease = _Lease(secrets.token_hex(16), holder or None, now)
-        claim = (
-            self._reserve_in_one_statement
-            if self.family == "postgresql"
-            else self._reserve_by_id
-        )
+        lease = Lease(secrets.token_hex(16), holder or None, now)
+        jobs = self.tables.jobs
+
+        def take() -> list[ReservedJob]:
+            ready = self._ready(queue, now)
+            if self.family == "postgresql":
+                return claim_in_one_statement(connection, jobs, ready, lease, limit)
+            mysql = self.family == "mysql"
+            return claim_by_id(
+                connection,
+                jobs,
+                ready,
+                lease,
+                limit,
+                lock=mysql,
+                skip_locked=not mysql or self.skip_locked,
+            )
+
         # Leases that ran out are looked for at most once a second per queue
         # while ready jobs keep coming, and whenever none is ready.
         looked = self._bring_back_expired(connection, queue, now, force=False)
-        found = claim(connection, self._ready(queue, now), lease, limit)
+        found = take()
         if not found and not looked:
             self._bring_back_expired(connection, queue, now, force=True)
-            found = claim(connection, self._ready(queue, now), lease, limit)
+            found = take()
         return found
 
     def delete_and_reserve(
@@ -342,92 +354,6 @@ class DatabaseStore:
             return None
         with self.engine.connect() as connection:
             return float(connection.exec_driver_sql(query).scalar_one())
-
-    def _reserve_in_one_statement(
-        self,
-        connection: Connection,
-        claimable: sa.ColumnElement[bool],
-        lease: _Lease,
-        limit: int,
-    ) -> list[ReservedJob]:
-        jobs = self.tables.jobs
-        # The CTE keeps the mark each row had before the claim overwrites it.
-        picked = (
-            sa.select(jobs.c.id, jobs.c.reserved_by.label("mark"))
-            .where(claimable)
-            .order_by(jobs.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-            .cte("picked")
-        )
-        statement = (
-            sa.update(jobs)
-            .where(jobs.c.id == picked.c.id)
-            .ordered_values(*_claim_values(jobs, lease))
-            .returning(
-                jobs.c.id,
-                jobs.c.queue,
-                jobs.c.payload,
-                jobs.c.attempts,
-                jobs.c.crashes,
-                picked.c.mark,
-            )
-        )
-        rows = sorted(connection.execute(statement).all(), key=lambda row: row.id)
-        return [
-            lease.job(
-                row.id,
-                row.queue,
-                row.payload,
-                row.attempts,
-                row.crashes,
-                suspect=row.mark == SUSPECT,
-            )
-            for row in rows
-        ]
-
-    def _reserve_by_id(
-        self,
-        connection: Connection,
-        claimable: sa.ColumnElement[bool],
-        lease: _Lease,
-        limit: int,
-    ) -> list[ReservedJob]:
-        jobs = self.tables.jobs
-        select = (
-            sa.select(
-                jobs.c.id,
-                jobs.c.queue,
-                jobs.c.payload,
-                jobs.c.attempts,
-                jobs.c.crashes,
-                jobs.c.reserved_by,
-            )
-            .where(claimable)
-            .order_by(jobs.c.id)
-            .limit(limit)
-        )
-        if self.family == "mysql":
-            select = select.with_for_update(skip_locked=self.skip_locked)
-        rows = connection.execute(select).all()
-        if not rows:
-            return []
-        connection.execute(
-            sa.update(jobs)
-            .where(jobs.c.id.in_([row.id for row in rows]))
-            .ordered_values(*_claim_values(jobs, lease))
-        )
-        return [
-            lease.job(
-                row.id,
-                row.queue,
-                row.payload,
-                row.attempts + 1,
-                row.crashes,
-                suspect=row.reserved_by == SUSPECT,
-            )
-            for row in rows
-        ]
 
     # -- finishing -----------------------------------------------------------
 
@@ -613,41 +539,6 @@ class DatabaseStore:
                 sa.select(failed.c.id).where(failed.c.uuid == uuid)
             )
             return found.first() is not None
-
-
-def _claim_values(jobs: sa.Table, lease: _Lease) -> list[tuple[Any, Any]]:
-    """What a claim writes. Only ready rows are claimed: a lease that ran out
-    is first brought back, and its crash counted or not, by
-    ``conveyor.drivers.recovery``."""
-    return [
-        (jobs.c.attempts, jobs.c.attempts + 1),
-        (jobs.c.reserved_at, lease.at),
-        (jobs.c.reservation, lease.token),
-        (jobs.c.reserved_by, lease.holder),
-    ]
-
-
-@dataclass(frozen=True)
-class _Lease:
-    """What one reservation writes on the row."""
-
-    token: str
-    holder: str | None
-    at: int
-
-    def job(
-        self,
-        id: int,
-        queue: str,
-        payload: str,
-        attempts: int,
-        crashes: int,
-        *,
-        suspect: bool,
-    ) -> ReservedJob:
-        return ReservedJob(
-            id, queue, payload, attempts, self.token, self.at, crashes, suspect
-        )
 
 
 def require_writable_sqlite(engine: Engine) -> None:
