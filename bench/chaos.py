@@ -38,8 +38,10 @@ What it does
         those of them whose earlier run's worker was not SIGKILLed by the
         campaign while that run was in progress (between its start and the
         repeat's start). A worker killed after its job finished but before
-        it recorded the outcome explains one repeat; nothing else does.
-        Must be 0.
+        it recorded the outcome explains one repeat, and so does a worker
+        killed while its row did not name the job as running, which gives
+        the job back with that attempt uncounted (the same attempt number
+        runs again); nothing else does. Must be 0.
     worst_delay_s
         the longest wait between a delayed job's due time and its first run
         (``worst_delay_beyond_backlog_s``: the same, less the time spent
@@ -165,6 +167,8 @@ class Options:
     push_seconds: float
     max_seconds: float
     keep: bool
+    #: ``--prefetch`` of the workers; ``None`` for the worker's default.
+    prefetch: int | None = None
 
 
 def parse_options(argv: Sequence[str] | None) -> Options:
@@ -194,9 +198,17 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         help="give up waiting for the queue to drain after this long",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp folder")
+    parser.add_argument(
+        "--prefetch",
+        type=int,
+        default=None,
+        help="the workers' --prefetch (default: the worker's own default)",
+    )
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.workers < 1:
         parser.error("--jobs and --workers must be 1 or more")
+    if args.prefetch is not None and args.prefetch < 1:
+        parser.error(f"--prefetch must be 1 or more, not {args.prefetch}")
     return Options(
         database=args.database or "",
         jobs=args.jobs,
@@ -209,6 +221,7 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         # machines, and a campaign that gives up too early proves nothing.
         max_seconds=args.max_seconds or 600.0 + args.jobs * 0.15,
         keep=args.keep,
+        prefetch=args.prefetch,
     )
 
 
@@ -476,10 +489,13 @@ class Faults:
 class Fleet:
     """The worker processes, each the leader of its own session."""
 
-    def __init__(self, app: Path, url: str, faults: Faults) -> None:
+    def __init__(
+        self, app: Path, url: str, faults: Faults, prefetch: int | None
+    ) -> None:
         self.app = app
         self.url = url
         self.faults = faults
+        self.prefetch = prefetch
         self.workers: list[Worker] = []
         #: How many workers were started in all.
         self.started = 0
@@ -497,7 +513,7 @@ class Fleet:
             f"--backoff={BACKOFF}",
             f"--sleep={WORKER_SLEEP}",
             f"--timeout={WORKER_TIMEOUT}",
-        ]
+        ] + ([] if self.prefetch is None else [f"--prefetch={self.prefetch}"])
 
     def start(self) -> Worker:
         self.started += 1
@@ -710,7 +726,7 @@ class Campaign:
         self.database = database
         self.rng = random.Random(options.seed)
         self.faults = Faults()
-        self.fleet = Fleet(app, url, self.faults)
+        self.fleet = Fleet(app, url, self.faults, options.prefetch)
         self.timed_out = False
         self._restart_due = options.restart_server and database.is_server
 
@@ -829,6 +845,7 @@ class Pushed:
 
 
 AFTER_COMPLETING = "ran again after completing"
+SAME_ATTEMPT = "attempt ran twice"
 
 
 @dataclass(frozen=True)
@@ -883,11 +900,13 @@ def find_repeats(runs: list[Run], kills: list[Kill]) -> list[Repeat]:
     for index, run in enumerate(ordered):
         reason, earlier = _why_repeated(run, ordered[:index])
         if reason:
-            # A kill explains a repeat only through the lease running out,
-            # which hands the job out with its next attempt number: never a
-            # repeated attempt, a run past --tries, or two runs at once.
-            explained = reason == AFTER_COMPLETING and _killed_during(
-                earlier, run, kills
+            # A kill explains a repeat only through the job coming back from
+            # its dead worker: with its next attempt number when the worker
+            # named it as running, else with the same one (only the job a
+            # worker named counts an attempt; see conveyor.drivers.recovery);
+            # never an attempt going back, a run past --tries, or two at once.
+            explained = reason in (AFTER_COMPLETING, SAME_ATTEMPT) and (
+                _killed_during(earlier, run, kills)
             )
             repeats.append(Repeat(run, earlier, reason, explained))
     return repeats
@@ -896,15 +915,19 @@ def find_repeats(runs: list[Run], kills: list[Kill]) -> list[Repeat]:
 def _why_repeated(run: Run, earlier: list[Run]) -> tuple[str, Run | None]:
     if run.attempt > TRIES:
         return "beyond --tries", earlier[-1] if earlier else None
-    for before in earlier:
-        if before.attempt >= run.attempt:
-            return "attempt ran twice", before
-    for before in earlier:
-        if before.outcome == "ok":
-            return AFTER_COMPLETING, before
+    # First, since a kill explains none: a run that ended after this began.
     for before in earlier:
         if before.finished_at is not None and before.finished_at > run.started_at:
             return "two runs at once", before
+    for before in earlier:
+        if before.attempt > run.attempt:
+            return "attempt went back", before
+    for before in earlier:
+        if before.attempt == run.attempt:
+            return SAME_ATTEMPT, before
+    for before in earlier:
+        if before.outcome == "ok":
+            return AFTER_COMPLETING, before
     return "", None
 
 
@@ -1145,6 +1168,7 @@ def run_campaign(
             "database": database.family,
             "url": database.describe(),
             "jobs": options.jobs,
+            "prefetch": options.prefetch,
             "seed": options.seed,
         }
     )

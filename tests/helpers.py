@@ -371,6 +371,15 @@ DEMO_JOBS = """
             record(self, "end")
 
 
+    class KillWorker(Job):
+        # Kills the worker running it, every time: SIGKILL to the job
+        # process's parent, which takes the job process down with it.
+        def handle(self, data):
+            record(self, "start")
+            os.kill(os.getppid(), 9)
+            time.sleep(10)
+
+
     class Gate(Job):
         # Runs until the file data["go"] exists (30 s at most): a job that
         # ends when the test says so, not after a guessed time.

@@ -1,6 +1,8 @@
 """A worker claims jobs ahead (``--prefetch``), as an operator runs it: the
-jobs it has not started go back at once when it stops; and an idle worker
-on PostgreSQL wakes when a job is pushed."""
+jobs it has not started go back at once when it stops; when it is killed,
+only the job it was running counts an attempt and a crash, and a job that
+kills every worker still ends failed; and an idle worker on PostgreSQL wakes
+when a job is pushed."""
 
 from __future__ import annotations
 
@@ -11,7 +13,18 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from conveyor import Queue
 from helpers import Spawn, push, runs, table, wait_until
+
+
+def bring_back_dead_workers(database_url: str) -> int:
+    """What a live worker does once a dead one's heartbeat is old enough,
+    without waiting for it; how many jobs came back."""
+    queue = Queue(database_url)
+    try:
+        return sum(dead.released for dead in queue.store.release_dead_workers(-1))
+    finally:
+        queue.close()
 
 
 def test_jobs_claimed_ahead_go_back_at_once_when_the_worker_stops(
@@ -74,3 +87,75 @@ def test_a_push_wakes_an_idle_worker_on_postgresql(
     assert [r["id"] for r in runs(app, "run")] == [job_id]
     worker.signal(signal.SIGTERM)
     assert worker.wait(timeout=15) == 0, worker.log
+
+
+def test_a_killed_worker_charges_only_the_job_it_was_running(
+    app: Path, database_url: str, engine: sa.Engine, spawn: Spawn
+) -> None:
+    """SIGKILL to a worker that claimed six jobs ahead, while the second
+    runs and its heartbeat names it: the first (finished, not yet deleted)
+    and the four never started come back with no attempt and no crash
+    counted; the running one keeps its attempt, counts one crash and is
+    marked to run alone next time."""
+    go = app / "go"
+    [finished_id] = push(database_url, "Record", "first")
+    [gate_id] = push(database_url, "Gate", {"go": str(go)})
+    unstarted = push(database_url, "Record", *range(4))
+    worker = spawn("--sleep=0.1", "--prefetch=10")
+
+    wait_until(lambda: runs(app, "start"), 15, "the gate job started")
+    wait_until(
+        lambda: [w["current_job"] for w in table(engine, "job_workers")] == [gate_id],
+        5,
+        "the worker's row names the running job",
+    )
+    held = [row["id"] for row in table(engine, "jobs") if row["reserved_at"]]
+    worker.kill()
+
+    assert held == [finished_id, gate_id, *unstarted], "claimed ahead"
+    assert [r["id"] for r in runs(app, "run")] == [finished_id]
+    assert bring_back_dead_workers(database_url) == 6
+    by_id = {row["id"]: row for row in table(engine, "jobs")}
+    assert all(row["reserved_at"] is None for row in by_id.values())
+    counts = {
+        job_id: (row["attempts"], row["crashes"], row["reserved_by"])
+        for job_id, row in by_id.items()
+    }
+    assert counts == {
+        finished_id: (0, 0, None),
+        gate_id: (1, 1, "suspect"),
+        **{job_id: (0, 0, None) for job_id in unstarted},
+    }
+
+
+def test_a_job_that_kills_every_worker_fails_after_max_crashes_with_prefetch(
+    app: Path, database_url: str, engine: sa.Engine, spawn: Spawn
+) -> None:
+    """A job that SIGKILLs the worker running it, among jobs claimed ahead:
+    its first death names no job (it dies in milliseconds, between fast
+    jobs), so every job the worker held comes back uncounted but suspect;
+    suspects then run alone, named first, so each later death is charged to
+    it. With ``max_crashes = 2`` it has run three times when the next
+    worker fails it as a poison job, whatever ``--tries`` (none here) allows;
+    every other job ran and none failed."""
+    (app / "conveyor.toml").write_text("[queue]\nmax_crashes = 2\n")
+    before = push(database_url, "Record", "a", "b")
+    [killer_id] = push(database_url, "KillWorker", {})
+    after = push(database_url, "Record", "c", "d", "e")
+
+    for _ in range(6):
+        worker = spawn("--sleep=0.1", "--prefetch=10", "--stop-when-empty", "--tries=0")
+        code = worker.wait(timeout=60)
+        if code == 0:
+            break
+        assert code == -9, worker.log
+        bring_back_dead_workers(database_url)
+
+    assert code == 0, "the poison job was never failed"
+    assert table(engine, "jobs") == []
+    [failed] = table(engine, "failed_jobs")
+    assert "PoisonJob" in failed["exception"], failed["exception"]
+    assert "died 2 time(s)" in failed["exception"], failed["exception"]
+    starts = [r["id"] for r in runs(app, "start")]
+    assert starts == [killer_id] * 3
+    assert {r["id"] for r in runs(app, "run")} == {*before, *after}

@@ -136,3 +136,100 @@ def test_claimed_jobs_wait_only_as_long_as_their_leases_allow() -> None:
     assert Prefetch(100, max_wait(90, 88)).claim_size(None) == 1
     assert Prefetch(100, 2.0).claim_size(None) == 100
     assert Prefetch(100, 2.0).claim_size(7) == 7
+
+
+def add_worker(store: DatabaseStore, worker_id: str, current_job: int | None) -> None:
+    with store.engine.begin() as connection:
+        connection.execute(
+            sa.insert(store.tables.workers).values(
+                id=worker_id,
+                host="elsewhere",
+                pid=4242,
+                queues="default",
+                started_at=store.now(),
+                heartbeat_at=store.now(),
+                current_job=current_job,
+                stop_requested=False,
+            )
+        )
+
+
+def expire(store: DatabaseStore) -> None:
+    jobs = store.tables.jobs
+    with store.engine.begin() as connection:
+        connection.execute(
+            sa.update(jobs)
+            .where(jobs.c.reserved_at.is_not(None))
+            .values(reserved_at=store.now() - store.retry_after - 1)
+        )
+
+
+def test_an_expired_claim_charges_only_the_job_its_worker_named(
+    store: DatabaseStore, database_url: str
+) -> None:
+    """Four jobs claimed ahead, the worker's row naming the second when the
+    leases ran out: the first ran, the last two never started. Claimed again,
+    only the second has its earlier attempt and a crash counted, and is a
+    suspect; the others have attempt 1, no crash."""
+    ids = Queue(database_url).bulk("Record", [{}, {}, {}, {}])
+    add_worker(store, "a", current_job=ids[1])
+    store.reserve_many("default", "a", 4)
+    expire(store)
+
+    again = store.reserve_many("default", "b", 4)
+
+    assert [(job.id, job.attempts, job.crashes, job.suspect) for job in again] == [
+        (ids[0], 1, 0, False),
+        (ids[1], 2, 1, True),
+        (ids[2], 1, 0, False),
+        (ids[3], 1, 0, False),
+    ]
+
+
+def test_jobs_of_a_dead_worker_that_named_none_come_back_suspect_uncounted(
+    store: DatabaseStore, database_url: str
+) -> None:
+    """Its row names no job (it ran fast ones it had not named): any of its
+    jobs may have killed it, so each comes back with no attempt and no crash
+    counted but marked suspect; a suspect given back unstarted stays one."""
+    ids = Queue(database_url).bulk("Record", [{}, {}, {}])
+    add_worker(store, "a", current_job=None)
+    store.reserve_many("default", "a", 3)
+
+    [dead] = store.release_dead_workers(-1)
+
+    assert dead.released == 3
+    left = rows(store.engine, "jobs")
+    assert [(r["attempts"], r["crashes"], r["reserved_by"]) for r in left] == [
+        (0, 0, "suspect")
+    ] * 3
+    claimed = store.reserve_many("default", "b", 3)
+    assert [(job.id, job.attempts, job.suspect) for job in claimed] == [
+        (job_id, 1, True) for job_id in ids
+    ]
+    assert store.release_unstarted(claimed[1:]) == 2
+    assert store.delete(claimed[0]) is True
+    again = store.reserve_many("default", "c", 3)
+    assert [(job.id, job.attempts, job.suspect) for job in again] == [
+        (ids[1], 1, True),
+        (ids[2], 1, True),
+    ]
+
+
+def test_a_claim_names_its_one_job_in_the_workers_row_and_several_none(
+    store: DatabaseStore, database_url: str
+) -> None:
+    ids = Queue(database_url).bulk("Record", [{}, {}, {}])
+    add_worker(store, "a", current_job=None)
+
+    _, [one] = store.delete_and_reserve([], ["default"], "a", 1)
+    assert [w["current_job"] for w in rows(store.engine, "job_workers")] == [one.id]
+
+    _, several = store.delete_and_reserve([one], ["default"], "a", 5)
+    assert [job.id for job in several] == ids[1:]
+    # A claim of several leaves the row alone unless asked: the worker asks
+    # whenever the row may name a job that ran, as here.
+    assert [w["current_job"] for w in rows(store.engine, "job_workers")] == [one.id]
+    store.release_unstarted(several)
+    store.delete_and_reserve([], ["default"], "a", 5, name_current=True)
+    assert [w["current_job"] for w in rows(store.engine, "job_workers")] == [None]

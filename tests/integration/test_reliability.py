@@ -53,7 +53,12 @@ def store(database_url: str) -> Iterator[DatabaseStore]:
     queue.close()
 
 
-def add_worker(store: DatabaseStore, worker_id: str, heartbeat_at: int) -> None:
+def add_worker(
+    store: DatabaseStore,
+    worker_id: str,
+    heartbeat_at: int,
+    current_job: int | None = None,
+) -> None:
     """A row of the workers table, as a worker registers it."""
     with store.engine.begin() as connection:
         connection.execute(
@@ -64,7 +69,7 @@ def add_worker(store: DatabaseStore, worker_id: str, heartbeat_at: int) -> None:
                 queues="default",
                 started_at=heartbeat_at,
                 heartbeat_at=heartbeat_at,
-                current_job=None,
+                current_job=current_job,
                 stop_requested=False,
             )
         )
@@ -89,13 +94,13 @@ def test_a_silent_workers_jobs_are_released_at_once_and_its_late_outcome_refused
 ) -> None:
     """A worker silent for longer than the limit is presumed dead: its job is
     released without waiting out ``retry_after`` (90 s here), with one crash
-    counted, and its row is gone. When it turns out to be alive after all,
-    its token no longer holds: it can neither delete, release nor fail the
-    job the next worker holds."""
+    counted since its row names it as running, and its row is gone. When it
+    turns out to be alive after all, its token no longer holds: it can
+    neither delete, release nor fail the job the next worker holds."""
     now = store.now()
-    add_worker(store, "silent", heartbeat_at=now - 100)
-    add_worker(store, "alive", heartbeat_at=now)
     [job_id] = Queue(database_url).bulk("Record", [{"n": 1}])
+    add_worker(store, "silent", heartbeat_at=now - 100, current_job=job_id)
+    add_worker(store, "alive", heartbeat_at=now)
     lost = store.reserve("default", "silent")
     assert lost is not None and lost.id == job_id
 
@@ -106,6 +111,7 @@ def test_a_silent_workers_jobs_are_released_at_once_and_its_late_outcome_refused
     again = store.reserve("default", "alive")
     assert again is not None
     assert (again.id, again.attempts, again.crashes) == (job_id, 2, 1)
+    assert again.suspect
     assert store.delete(lost) is False
     assert store.release(lost, 0) is False
     assert store.fail(lost, "late", "") is False
@@ -127,7 +133,10 @@ def test_a_worker_that_beats_keeps_its_jobs(store: DatabaseStore) -> None:
 def test_an_expired_lease_counts_a_crash_and_voids_the_old_token(
     store: DatabaseStore, database_url: str
 ) -> None:
+    """The job a worker's row names as running counts its attempt and a
+    crash when its lease runs out, and the old token no longer holds."""
     job_id = Queue(database_url).push("Record", {})
+    add_worker(store, "a", heartbeat_at=store.now(), current_job=job_id)
     first = store.reserve("default", "a")
     assert first is not None
     set_column(store, job_id, reserved_at=store.now() - store.retry_after - 1)
@@ -138,6 +147,24 @@ def test_an_expired_lease_counts_a_crash_and_voids_the_old_token(
     assert (second.id, second.attempts, second.crashes) == (job_id, 2, 1)
     assert store.delete(first) is False
     assert store.delete(second) is True
+
+
+def test_an_expired_lease_of_a_worker_without_a_row_is_suspect_not_charged(
+    store: DatabaseStore, database_url: str
+) -> None:
+    """With the holder's row gone nothing says the job ran: it comes back
+    with its attempt taken back and no crash, marked to run alone."""
+    job_id = Queue(database_url).push("Record", {})
+    first = store.reserve("default", "gone")
+    assert first is not None
+    set_column(store, job_id, reserved_at=store.now() - store.retry_after - 1)
+
+    second = store.reserve("default", "b")
+
+    assert second is not None
+    assert (second.id, second.attempts, second.crashes) == (job_id, 1, 0)
+    assert second.suspect
+    assert store.delete(first) is False
 
 
 def test_registering_again_after_a_lost_commit_is_not_an_error(

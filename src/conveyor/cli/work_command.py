@@ -21,6 +21,7 @@ from conveyor.cli.options import (
 )
 from conveyor.commands import open_store
 from conveyor.worker.loop import Worker, WorkerOptions, check_timeout
+from conveyor.worker.prefetch import DEFAULT_PREFETCH
 from conveyor.worker.signals import SignalHandlers, StopFlags
 from conveyor.worker.supervisor import EXIT_RENEW, Supervisor, stop_with_supervisor
 
@@ -169,7 +170,7 @@ def _worker_logging(log_format: str, *, supervised: bool) -> None:
 @click.option(
     "--prefetch",
     type=click.IntRange(min=1),
-    default=1,
+    default=DEFAULT_PREFETCH,
     show_default=True,
     help="Jobs claimed per round trip (each with its own lease; those not "
     "started go back at once when the worker stops); 1: one at a time.",

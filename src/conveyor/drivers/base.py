@@ -39,6 +39,10 @@ class ReservedJob:
     reserved_at: int
     #: How many times a worker died while running it, before this attempt.
     crashes: int = 0
+    #: Whether a worker that held it died while it may have been running
+    #: it: it runs alone, named as the worker's current job before it starts
+    #: (see ``conveyor.drivers.recovery``).
+    suspect: bool = False
 
 
 class JobStore(Protocol):

@@ -30,15 +30,21 @@ import secrets
 import time
 import uuid as uuid_module
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from conveyor.db import family_of
 from conveyor.drivers.base import NewJob, ReservedJob
+from conveyor.drivers.claim import Lease, claim_by_id, claim_in_one_statement
 from conveyor.drivers.contention import retry_contention
+from conveyor.drivers.recovery import (
+    SUSPECT,
+    DeadWorker,
+    release_dead_workers,
+    release_expired,
+)
 from conveyor.drivers.tables import QueueTables, upgrade_indexes
 from conveyor.exceptions import ConfigError
 
@@ -150,7 +156,7 @@ class DatabaseStore:
 
     def reserve(self, queue: str, holder: str = "") -> ReservedJob | None:
         """Hand the oldest available job of ``queue`` to the worker
-        ``holder``; a job whose lease ran out counts one crash more."""
+        ``holder``, counting its attempt."""
         jobs = self.reserve_many(queue, holder, 1)
         return jobs[0] if jobs else None
 
@@ -158,7 +164,8 @@ class DatabaseStore:
         """Hand up to ``limit`` of the oldest available jobs of ``queue`` to
         ``holder`` in one transaction, oldest first. Each row gets its own
         lease (its id with this claim's token) and counts its attempt, as
-        ``reserve`` does for one."""
+        ``reserve`` does for one. Jobs whose lease ran out are brought back
+        first (see ``conveyor.drivers.recovery``)."""
         return retry_contention(
             lambda: self._reserve(queue, holder, max(limit, 1)), "claim"
         )
@@ -171,17 +178,32 @@ class DatabaseStore:
         self, connection: Connection, queue: str, holder: str, limit: int
     ) -> list[ReservedJob]:
         now = self.now()
-        lease = _Lease(secrets.token_hex(16), holder or None, now)
-        claim = (
-            self._reserve_in_one_statement
-            if self.family == "postgresql"
-            else self._reserve_by_id
-        )
-        for claimable in self._claim_order(queue, now):
-            found = claim(connection, claimable, lease, limit)
-            if found:
-                return found
-        return []
+        lease = Lease(secrets.token_hex(16), holder or None, now)
+        jobs = self.tables.jobs
+
+        def take() -> list[ReservedJob]:
+            ready = self._ready(queue, now)
+            if self.family == "postgresql":
+                return claim_in_one_statement(connection, jobs, ready, lease, limit)
+            mysql = self.family == "mysql"
+            return claim_by_id(
+                connection,
+                jobs,
+                ready,
+                lease,
+                limit,
+                lock=mysql,
+                skip_locked=not mysql or self.skip_locked,
+            )
+
+        # Leases that ran out are looked for at most once a second per queue
+        # while ready jobs keep coming, and whenever none is ready.
+        looked = self._bring_back_expired(connection, queue, now, force=False)
+        found = take()
+        if not found and not looked:
+            self._bring_back_expired(connection, queue, now, force=True)
+            found = take()
+        return found
 
     def delete_and_reserve(
         self,
@@ -191,6 +213,7 @@ class DatabaseStore:
         limit: int,
         *,
         in_doubt: bool = False,
+        name_current: bool = False,
     ) -> tuple[list[bool], list[ReservedJob]]:
         """In one transaction: delete the jobs that ran (for each, whether
         it was still held, or already gone), then claim up to ``limit`` jobs
@@ -201,20 +224,37 @@ class DatabaseStore:
         without the worker learning which jobs it got, so once the jobs that
         ran are deleted, every job still reserved by ``holder`` is put back,
         uncounted. (In the other order the jobs that ran would go back too,
-        and run again.)"""
+        and run again.)
+
+        The holder's ``current_job`` is written in the same transaction when
+        the claim hands out exactly one job (it starts next, alone), or with
+        ``name_current`` (it may name a job that ran): see
+        ``conveyor.drivers.recovery``."""
 
         def run() -> tuple[list[bool], list[ReservedJob]]:
             with self.engine.begin() as connection:
                 held = self._delete_in(connection, done) if done else []
                 if in_doubt and holder:
                     self._release_holder(connection, holder)
+                claimed: list[ReservedJob] = []
                 for queue in queues:
                     claimed = self._claim_in(connection, queue, holder, limit)
                     if claimed:
-                        return held, claimed
-                return held, []
+                        break
+                if holder and (name_current or in_doubt or len(claimed) == 1):
+                    current = claimed[0].id if len(claimed) == 1 else None
+                    self._name_current(connection, holder, current)
+                return held, claimed
 
         return retry_contention(run, "claim")
+
+    def _name_current(
+        self, connection: Connection, holder: str, job_id: int | None
+    ) -> None:
+        workers = self.tables.workers
+        connection.execute(
+            sa.update(workers).where(workers.c.id == holder).values(current_job=job_id)
+        )
 
     def _delete_in(
         self, connection: Connection, done: Sequence[ReservedJob]
@@ -238,13 +278,19 @@ class DatabaseStore:
         jobs = self.tables.jobs
         held = list(
             connection.execute(
-                sa.select(jobs.c.id).where(jobs.c.reserved_by == holder)
+                sa.select(jobs.c.id).where(
+                    jobs.c.reserved_by == holder, jobs.c.reserved_at.is_not(None)
+                )
             ).scalars()
         )
         if held:
             connection.execute(
                 sa.update(jobs)
-                .where(jobs.c.id.in_(held), jobs.c.reserved_by == holder)
+                .where(
+                    jobs.c.id.in_(held),
+                    jobs.c.reserved_by == holder,
+                    jobs.c.reserved_at.is_not(None),
+                )
                 .values(
                     reserved_at=None,
                     reservation=None,
@@ -253,32 +299,37 @@ class DatabaseStore:
                 )
             )
 
-    def _claim_order(self, queue: str, now: int) -> list[_Claimable]:
-        """The kinds of claimable job, in the order to try them: jobs whose
-        lease ran out first, but looked for at most once a second per queue
-        while ready jobs keep coming (each kind has an index that finds its
-        oldest row without sorting the backlog)."""
+    def _ready(self, queue: str, now: int) -> sa.ColumnElement[bool]:
+        """The jobs of ``queue`` a claim may take (an index finds the oldest
+        without sorting the backlog)."""
         jobs = self.tables.jobs
-        ready = _Claimable(
-            sa.and_(
-                jobs.c.queue == queue,
-                jobs.c.reserved_at.is_(None),
-                jobs.c.available_at <= now,
-            ),
-            (jobs.c.id,),
+        return sa.and_(
+            jobs.c.queue == queue,
+            jobs.c.reserved_at.is_(None),
+            jobs.c.available_at <= now,
         )
-        # A lease that ran out: its worker died or lost touch. Strictly older,
-        # since whole seconds could otherwise cut it short by up to a second.
-        # Oldest lease first: in the index's order, so SQLite never walks the
-        # whole table by id to find none (80 ms at 1,000,000 jobs).
-        expired = _Claimable(
-            sa.and_(jobs.c.queue == queue, jobs.c.reserved_at < now - self.retry_after),
-            (jobs.c.reserved_at, jobs.c.id),
-        )
-        if time.monotonic() - self._expired_looked_at.get(queue, -1.0) < 1.0:
-            return [ready, expired]
+
+    def _bring_back_expired(
+        self, connection: Connection, queue: str, now: int, *, force: bool
+    ) -> bool:
+        """Put back the jobs of ``queue`` whose lease ran out (their worker
+        died or lost touch), unless looked for less than a second ago and
+        not ``force``; whether it looked."""
+        last = self._expired_looked_at.get(queue, -1.0)
+        if not force and time.monotonic() - last < 1.0:
+            return False
         self._expired_looked_at[queue] = time.monotonic()
-        return [expired, ready]
+        # Strictly older, since whole seconds could otherwise cut a lease
+        # short by up to a second.
+        release_expired(
+            connection,
+            self.tables,
+            queue,
+            now - self.retry_after,
+            now,
+            skip_locked=self.family != "mysql" or self.skip_locked,
+        )
+        return True
 
     @property
     def skip_locked(self) -> bool:
@@ -305,79 +356,6 @@ class DatabaseStore:
             return None
         with self.engine.connect() as connection:
             return float(connection.exec_driver_sql(query).scalar_one())
-
-    def _reserve_in_one_statement(
-        self,
-        connection: Connection,
-        claimable: _Claimable,
-        lease: _Lease,
-        limit: int,
-    ) -> list[ReservedJob]:
-        jobs = self.tables.jobs
-        picked = (
-            sa.select(jobs.c.id)
-            .where(claimable.where)
-            .order_by(*claimable.order)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-            .cte("picked")
-        )
-        statement = (
-            sa.update(jobs)
-            .where(jobs.c.id.in_(sa.select(picked.c.id)))
-            .ordered_values(*_claim_values(jobs, lease))
-            .returning(
-                jobs.c.id, jobs.c.queue, jobs.c.payload, jobs.c.attempts, jobs.c.crashes
-            )
-        )
-        rows = sorted(connection.execute(statement).all(), key=lambda row: row.id)
-        return [
-            lease.job(row.id, row.queue, row.payload, row.attempts, row.crashes)
-            for row in rows
-        ]
-
-    def _reserve_by_id(
-        self,
-        connection: Connection,
-        claimable: _Claimable,
-        lease: _Lease,
-        limit: int,
-    ) -> list[ReservedJob]:
-        jobs = self.tables.jobs
-        select = (
-            sa.select(
-                jobs.c.id,
-                jobs.c.queue,
-                jobs.c.payload,
-                jobs.c.attempts,
-                jobs.c.crashes,
-                jobs.c.reserved_at,
-            )
-            .where(claimable.where)
-            .order_by(*claimable.order)
-            .limit(limit)
-        )
-        if self.family == "mysql":
-            select = select.with_for_update(skip_locked=self.skip_locked)
-        rows = connection.execute(select).all()
-        if not rows:
-            return []
-        connection.execute(
-            sa.update(jobs)
-            .where(jobs.c.id.in_([row.id for row in rows]))
-            .ordered_values(*_claim_values(jobs, lease))
-        )
-        return [
-            lease.job(
-                row.id,
-                row.queue,
-                row.payload,
-                row.attempts + 1,
-                # Still reserved means its lease ran out: its worker died.
-                row.crashes + (row.reserved_at is not None),
-            )
-            for row in rows
-        ]
 
     # -- finishing -----------------------------------------------------------
 
@@ -410,26 +388,34 @@ class DatabaseStore:
 
     def release_unstarted(self, jobs: Sequence[ReservedJob]) -> int:
         """Put back at once, in one transaction, jobs this worker claimed but
-        never started: their attempt is not counted. How many it still held."""
+        never started: their attempt is not counted, and a suspect stays one
+        (it has not run since). How many it still held."""
         if not jobs:
             return 0
         table = self.tables.jobs
-        statement = (
+        groups = [
+            [job for job in jobs if job.suspect],
+            [job for job in jobs if not job.suspect],
+        ]
+        statements = [
             sa.update(table)
-            .where(self._held_all(jobs))
+            .where(self._held_all(group))
             .values(
                 reserved_at=None,
                 reservation=None,
-                reserved_by=None,
+                reserved_by=SUSPECT if group[0].suspect else None,
                 attempts=table.c.attempts - 1,
-                # The crash counted when an expired lease was claimed stays:
-                # the worker that held it before did die.
             )
-        )
+            for group in groups
+            if group
+        ]
 
         def run() -> int:
             with self.engine.begin() as connection:
-                return int(connection.execute(statement).rowcount)
+                return sum(
+                    int(connection.execute(statement).rowcount)
+                    for statement in statements
+                )
 
         return retry_contention(run, "release")
 
@@ -474,43 +460,18 @@ class DatabaseStore:
 
     def release_dead_workers(self, silent_for: int) -> list[DeadWorker]:
         """Release at once the jobs held by workers silent for more than
-        ``silent_for`` seconds, counting a crash for each, and forget those
-        workers; who they were and how many jobs each held."""
-        return retry_contention(
-            lambda: self._release_dead_workers(silent_for), "release dead workers"
-        )
+        ``silent_for`` seconds and forget those workers; who they were and
+        how many jobs each held. Only the job a worker's row names as
+        running counts its attempt and a crash (see
+        ``conveyor.drivers.recovery``)."""
 
-    def _release_dead_workers(self, silent_for: int) -> list[DeadWorker]:
-        jobs, workers = self.tables.jobs, self.tables.workers
-        now = self.now()
-        with self.engine.begin() as connection:
-            dead = connection.execute(
-                sa.select(workers.c.id, workers.c.host, workers.c.pid)
-                .where(workers.c.heartbeat_at < now - silent_for)
-                .with_for_update()
-            ).all()
-            found = []
-            for worker in dead:
-                # Find its jobs without locking, then update them by id: on
-                # MySQL an UPDATE on the unindexed column would lock every
-                # row it scanned, and claims would skip the whole table.
-                held = connection.execute(
-                    sa.select(jobs.c.id).where(jobs.c.reserved_by == worker.id)
-                ).scalars()
-                released = connection.execute(
-                    sa.update(jobs)
-                    .where(jobs.c.id.in_(list(held)), jobs.c.reserved_by == worker.id)
-                    .values(
-                        reserved_at=None,
-                        reservation=None,
-                        reserved_by=None,
-                        available_at=now,
-                        crashes=jobs.c.crashes + 1,
-                    )
+        def run() -> list[DeadWorker]:
+            with self.engine.begin() as connection:
+                return release_dead_workers(
+                    connection, self.tables, silent_for, self.now()
                 )
-                connection.execute(sa.delete(workers).where(workers.c.id == worker.id))
-                found.append(DeadWorker(worker.host, worker.pid, released.rowcount))
-            return found
+
+        return retry_contention(run, "release dead workers")
 
     def fail(self, job: ReservedJob, exception: str, uuid: str) -> bool:
         """Move the job to ``failed_jobs`` under ``uuid``, or a fresh uuid
@@ -580,51 +541,6 @@ class DatabaseStore:
                 sa.select(failed.c.id).where(failed.c.uuid == uuid)
             )
             return found.first() is not None
-
-
-def _claim_values(jobs: sa.Table, lease: _Lease) -> list[tuple[Any, Any]]:
-    """What a claim writes, in order: MySQL evaluates ``SET`` left to right
-    with the new values, so the crash count must read ``reserved_at`` before
-    it changes. A row still reserved has a lease that ran out: the worker
-    that held it died or lost touch, one crash more."""
-    return [
-        (
-            jobs.c.crashes,
-            jobs.c.crashes + sa.case((jobs.c.reserved_at.is_(None), 0), else_=1),
-        ),
-        (jobs.c.attempts, jobs.c.attempts + 1),
-        (jobs.c.reserved_at, lease.at),
-        (jobs.c.reservation, lease.token),
-        (jobs.c.reserved_by, lease.holder),
-    ]
-
-
-class _Claimable(NamedTuple):
-    """Which rows a claim may take, and in what order."""
-
-    where: sa.ColumnElement[bool]
-    order: tuple[sa.ColumnElement[Any], ...]
-
-
-@dataclass(frozen=True)
-class _Lease:
-    """What one reservation writes on the row."""
-
-    token: str
-    holder: str | None
-    at: int
-
-    def job(
-        self, id: int, queue: str, payload: str, attempts: int, crashes: int
-    ) -> ReservedJob:
-        return ReservedJob(id, queue, payload, attempts, self.token, self.at, crashes)
-
-
-@dataclass(frozen=True)
-class DeadWorker:
-    host: str
-    pid: int
-    released: int
 
 
 def require_writable_sqlite(engine: Engine) -> None:

@@ -168,6 +168,10 @@ class JobRunner:
                 f"0 and retry_after ({retry_after} s); stopping it at {cap:g} s"
             )
             options["timeout"] = cap
+        # A job's time counts from this message, constructor included: the
+        # worker names a job as running only once it has gone on longer than
+        # BATCH_PAUSE_SECONDS since it, trusting the batch to stop after it.
+        begun = time.perf_counter()
         send(write_fd, {"op": "started", "job": payload.job, **options})
         if options["tries"] and request["attempt"] > options["tries"]:
             reason = (
@@ -187,12 +191,11 @@ class JobRunner:
             uuid=payload.uuid,
             _pusher=self.queue_client,
         )
-        result = self._handle(job, payload)
+        result = self._handle(job, payload, begun)
         send(write_fd, result)
         return result
 
-    def _handle(self, job: Any, payload: Payload) -> Message:
-        started = time.perf_counter()
+    def _handle(self, job: Any, payload: Payload, started: float) -> Message:
         try:
             job.handle(payload.data)
         except ReleaseRequested as request:

@@ -19,8 +19,8 @@ from conveyor.drivers.database import DatabaseStore
 from conveyor.exceptions import ConfigError
 from conveyor.worker.child import batch_pauses_after
 from conveyor.worker.metrics import MinuteCounts
-from conveyor.worker.prefetch import Prefetch, max_wait
-from conveyor.worker.presence import Presence
+from conveyor.worker.prefetch import DEFAULT_PREFETCH, Prefetch, max_wait
+from conveyor.worker.presence import Presence, nameable
 from conveyor.worker.process import ChildProcess, Outcome
 from conveyor.worker.retry import Action, Decision, decide
 from conveyor.worker.signals import SignalHandlers, StopFlags
@@ -54,7 +54,7 @@ class WorkerOptions:
     stop_when_empty: bool = False
     once: bool = False
     #: Jobs claimed per round trip (see ``conveyor.worker.prefetch``).
-    prefetch: int = 1
+    prefetch: int = DEFAULT_PREFETCH
 
 
 @dataclass
@@ -260,21 +260,36 @@ class Worker:
         transaction."""
         done = self.prefetch.take_done()
         jobs = [job for job, _ in done]
+        presence = self.presence
+        # The row may still name a job that ran: the claim names anew.
+        name_current = not presence.named_sure or presence.named is not None
         tries = 0
 
         def once() -> tuple[list[bool], list[ReservedJob]]:
             nonlocal tries
             tries += 1
             return self.store.delete_and_reserve(
-                jobs, self.options.queues, self.presence.id, size, in_doubt=tries > 1
+                jobs,
+                self.options.queues,
+                presence.id,
+                size,
+                in_doubt=tries > 1,
+                name_current=name_current,
             )
 
+        presence.unsure()
         try:
             held, claimed = self._with_database(once)
         except BaseException:
             # Still to delete, by the worker's last act if nothing else.
             self.prefetch.done[:0] = done
             raise
+        if len(claimed) == 1:
+            presence.noted(claimed[0].id)
+        elif name_current or tries > 1:
+            presence.noted(None)
+        else:
+            presence.noted(presence.named)
         self._log_done(done, held)
         self.prefetch.claimed(claimed)
 
@@ -381,20 +396,26 @@ class Worker:
         if self._poisoned(waiting[0]):
             self._fail_poisoned(waiting.popleft())
             return 1
-        batch = []
-        for job in waiting:
-            if self._poisoned(job):
+        batch = [waiting[0]]
+        # A suspect runs alone, named as running before it starts, so that
+        # if it kills this worker too, the crash is charged to it.
+        for job in list(waiting)[1:] if not waiting[0].suspect else []:
+            if self._poisoned(job) or job.suspect:
                 break
             batch.append(job)
+        self._with_database(lambda: self.presence.prepare(batch))
 
         ran = 0
+        last = batch[-1]
         outcomes = self.child.run_batch(
             batch,
             self._defaults,
             start_before=self.prefetch.claimed_at + self.prefetch.wait,
             memory_kb=self.options.memory * 1024,
             should_stop=self._must_stop_job,
-            on_wait=self._while_running,
+            on_wait=lambda job, ran_for: self._while_running(
+                nameable(job, ran_for, job is last)
+            ),
         )
         requeued = False
         for job, outcome in outcomes:
@@ -406,18 +427,20 @@ class Worker:
             if batch_pauses_after({"status": "done", "seconds": outcome.seconds}):
                 # After a slow job, look for a restart request before the
                 # next starts, as a worker claiming one job at a time would.
-                self._heartbeat(job.id, every=0.25)
-            self._while_running(job)
+                self._heartbeat(None, every=0.25)
+            # The next job of the batch may be running: it is not named.
+            self._while_running(None)
         if requeued:
             # A job put back to run again goes ahead of those claimed after
             # it, as it would without prefetch: claim again, oldest first.
             self._give_back()
         return ran
 
-    def _while_running(self, job: ReservedJob) -> None:
-        """Heartbeat; and once a stop was asked for, the jobs of the batch
-        not started yet stay so."""
-        self._heartbeat(job.id)
+    def _while_running(self, job_id: int | None) -> None:
+        """Heartbeat, naming ``job_id`` as running (see ``presence``); and
+        once a stop was asked for, the jobs of the batch not started yet
+        stay so."""
+        self._heartbeat(job_id)
         if self.flags.warm or self.flags.cold:
             self.child.skip()
 

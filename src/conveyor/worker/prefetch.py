@@ -14,11 +14,14 @@ group. What keeps this as safe as claiming one job at a time:
 - a worker that stops puts the jobs it never started back at once, without
   counting an attempt for them.
 
-The one thing prefetch changes: when a worker is killed outright (SIGKILL,
-out of memory, host lost), the jobs it had claimed but not started come back
-like the one it ran, after the heartbeat timeout or ``retry_after``, and
-each counts that attempt and a crash. ``--prefetch=1`` claims one job at a
-time and keeps that count to the job that ran.
+- a worker killed outright (SIGKILL, out of memory, host lost) holding a
+  claim counts an attempt and a crash only for the job its row named as
+  running; the others come back uncounted (``conveyor.drivers.recovery``).
+
+What prefetch still changes: the jobs a killed worker had finished but not
+yet deleted run again (at-least-once, up to a batch instead of one job), and
+when its row named no job, all it held come back as suspects, which then run
+one at a time until each has run once.
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ from dataclasses import dataclass, field
 from conveyor.drivers.base import ReservedJob
 from conveyor.worker.process import Outcome
 
+#: Jobs claimed per round trip unless ``--prefetch`` says otherwise: as fast
+#: a drain as 100 on PostgreSQL and MariaDB, and half the jobs a killed
+#: worker puts back (see docs/performance.md).
+DEFAULT_PREFETCH = 50
 #: Seconds a claimed job may wait before it starts, at most.
 MAX_WAIT = 2.0
 #: Seconds a finished job may wait for its group delete.

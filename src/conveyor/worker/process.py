@@ -106,7 +106,7 @@ class ChildProcess:
         start_before: float,
         memory_kb: int,
         should_stop: Callable[[], bool],
-        on_wait: Callable[[ReservedJob], None],
+        on_wait: Callable[[ReservedJob, float], None],
     ) -> Iterator[tuple[ReservedJob, Outcome]]:
         """Have the child run ``jobs`` in order, sent in one message; yields
         each job with its outcome as it ends. Each job keeps its own timeout,
@@ -114,7 +114,9 @@ class ChildProcess:
         child stopped early (see ``skip``), or its process ended (a timeout,
         a crash, a stop), in which case the last job yielded says why.
         ``start_before`` is the ``time.monotonic()`` after which the child
-        starts no job but the first."""
+        starts no job but the first. While a job runs, ``on_wait`` is called
+        about every 0.2 s with the job and the seconds it has run, at least,
+        with no result seen yet."""
         if not self.running:
             self.start()
         assert self._reader is not None
@@ -172,7 +174,7 @@ class ChildProcess:
         self,
         job: ReservedJob,
         should_stop: Callable[[], bool],
-        on_wait: Callable[[ReservedJob], None],
+        on_wait: Callable[[ReservedJob, float], None],
     ) -> Outcome | None:
         """The outcome of ``job``, the next of the batch; ``None`` when the
         child skipped it and the rest."""
@@ -190,13 +192,15 @@ class ChildProcess:
             return _outcome(started, started.get("job", "?"), {})
         if started.get("warning"):
             log.warning("%s", started["warning"], extra={"event": "timeout_capped"})
-        return self._wait_for_result(started, should_stop, lambda: on_wait(job))
+        return self._wait_for_result(
+            started, should_stop, lambda ran_for: on_wait(job, ran_for)
+        )
 
     def _wait_for_result(
         self,
         started: Message,
         should_stop: Callable[[], bool],
-        on_wait: Callable[[], None],
+        on_wait: Callable[[float], None],
     ) -> Outcome:
         assert self._reader is not None
         name = started["job"]
@@ -228,10 +232,13 @@ class ChildProcess:
                 return self._crashed(name, started)
             if result is not None:
                 return _outcome(result, name, started)
+            # Read after the pipe was found empty: the job ran at least this
+            # long (counted from when its start was read, after it began).
+            ran_for = time.monotonic() - begun
             if should_stop():
                 self.kill()
                 return Outcome("stopped", job=name)
-            on_wait()
+            on_wait(ran_for)
 
     def run_failed_hook(self, job: ReservedJob, error: str, timeout: float) -> Outcome:
         """Run the job's ``failed()`` hook in the child, within ``timeout``."""
