@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import io
 import json
 import logging
 import sys
 
-from conveyor.cli.queue_commands import _JsonLines
+from conveyor.cli.worker_logging import GroupedLines, JsonLines, TextLines
 
 
 def test_a_logged_exception_keeps_its_traceback_in_the_json_line() -> None:
@@ -24,7 +26,7 @@ def test_a_logged_exception_keeps_its_traceback_in_the_json_line() -> None:
         )
     record.event = "bookkeeping_failed"
 
-    line = _JsonLines().format(record)
+    line = JsonLines().format(record)
 
     assert "\n" not in line
     body = json.loads(line)
@@ -39,4 +41,42 @@ def test_a_line_without_an_exception_has_no_traceback_key() -> None:
         "conveyor.worker", logging.INFO, __file__, 1, "worker started", None, None
     )
 
-    assert "traceback" not in json.loads(_JsonLines().format(record))
+    assert "traceback" not in json.loads(JsonLines().format(record))
+
+
+def test_text_and_json_times_match_the_standard_formatting() -> None:
+    standard = logging.Formatter("%(asctime)s %(message)s")
+    text, lines = TextLines(), JsonLines()
+    for created in (1_700_000_000.0, 1_700_000_000.999, 1_700_000_001.5):
+        record = logging.LogRecord(
+            "conveyor.worker", logging.INFO, __file__, 1, "job %s", ("done",), None
+        )
+        record.created = created
+        record.msecs = int((created - int(created)) * 1000) + 0.0
+
+        assert text.format(record) == standard.format(record)
+        stamp = dt.datetime.fromtimestamp(int(created), dt.timezone.utc)
+        expected = stamp.isoformat()[: -len("+00:00")]
+        expected += f".{int(record.msecs):03d}+00:00"
+        assert json.loads(lines.format(record))["time"] == expected
+
+
+def test_grouped_lines_wait_for_a_flush_but_a_warning_goes_out_at_once() -> None:
+    stream = io.StringIO()
+    handler = GroupedLines(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger("conveyor.test_grouped_lines")
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    try:
+        logger.warning("first")
+        logger.info("second")
+        logger.info("third")
+        written_before_flush = stream.getvalue()
+        handler.flush()
+    finally:
+        logger.removeHandler(handler)
+
+    assert written_before_flush == "WARNING first\n"
+    assert stream.getvalue() == "WARNING first\nINFO second\nINFO third\n"

@@ -3,16 +3,14 @@ clear, restart, workers, table."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import logging
 import time
-from typing import Any
 
 import click
 from rich.table import Table
 
 from conveyor.cli.options import common_options, console, settings_for
+from conveyor.cli.worker_logging import flush_worker_log, worker_logging
 from conveyor.commands import make_migration, open_store
 from conveyor.failed.store import FailedJobStore
 from conveyor.queue import inspection
@@ -41,44 +39,6 @@ def _int_list(value: str, option: str) -> tuple[int, ...]:
             f"{value!r}: give seconds, 0 or more", param_hint=option
         )
     return numbers
-
-
-class _JsonLines(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        body: dict[str, Any] = {
-            "time": dt.datetime.fromtimestamp(
-                record.created, dt.timezone.utc
-            ).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "message": record.getMessage(),
-        }
-        for key in (
-            "event",
-            "job",
-            "job_id",
-            "queue",
-            "attempt",
-            "duration_ms",
-            "status",
-        ):
-            if hasattr(record, key):
-                body[key] = getattr(record, key)
-        if record.exc_info:
-            # What went wrong is the point of a logged exception; a log
-            # collector must get it in the same object.
-            body["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(body, ensure_ascii=False)
-
-
-def _worker_logging(log_format: str) -> None:
-    logger = logging.getLogger("conveyor")
-    logger.setLevel(logging.INFO)
-    for handler in logger.handlers:
-        handler.setFormatter(
-            _JsonLines()
-            if log_format == "json"
-            else logging.Formatter("%(asctime)s %(message)s")
-        )
 
 
 @queue.command("work")
@@ -201,11 +161,14 @@ def work_command(
         stop_when_empty=stop_when_empty,
         once=once,
     )
-    _worker_logging(log_format)
+    worker_logging(log_format)
     flags = StopFlags()
     # Caught before the driver loads, so a stop during start-up is clean.
     with SignalHandlers(flags):
-        Worker(settings, options, open_store(settings), flags=flags).run()
+        try:
+            Worker(settings, options, open_store(settings), flags=flags).run()
+        finally:
+            flush_worker_log()
 
 
 @queue.command("push")
