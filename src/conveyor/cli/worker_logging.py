@@ -72,13 +72,18 @@ class JsonLines(logging.Formatter):
 class GroupedLines(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes lines to a stream in groups: a worker logs the jobs of a
     batch together, and one write per line cost more than the line. A line
-    waits at most :data:`FLUSH_SECONDS`; a warning or worse goes out at
-    once, with the lines before it."""
+    waits at most about :data:`FLUSH_SECONDS`; a warning or worse goes out
+    at once, with the lines before it."""
 
     def __init__(self, stream: TextIO) -> None:
         super().__init__(stream)
         self._pending: list[str] = []
-        self._timer: threading.Timer | None = None
+        self._waiting = threading.Event()
+        # A daemon: it holds nothing that logging's own flush at exit (or
+        # the worker's, see flush_worker_log) would not write.
+        threading.Thread(
+            target=self._flush_now_and_then, name="conveyor-log", daemon=True
+        ).start()
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -89,14 +94,11 @@ class GroupedLines(logging.StreamHandler):  # type: ignore[type-arg]
         self._pending.append(line)
         if record.levelno >= logging.WARNING or len(self._pending) >= _MAX_PENDING:
             self.flush()
-        elif self._timer is None:
-            self._timer = threading.Timer(FLUSH_SECONDS, self.flush)
-            self._timer.daemon = True
-            self._timer.start()
+        elif len(self._pending) == 1:
+            self._waiting.set()
 
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]
-            self._timer = None
             if self._pending:
                 text, self._pending = "".join(self._pending), []
                 try:
@@ -104,6 +106,13 @@ class GroupedLines(logging.StreamHandler):  # type: ignore[type-arg]
                 except Exception:
                     self.handleError(logging.makeLogRecord({"msg": text}))
             super().flush()
+
+    def _flush_now_and_then(self) -> None:
+        while True:
+            self._waiting.wait()
+            time.sleep(FLUSH_SECONDS)
+            self._waiting.clear()
+            self.flush()
 
 
 def worker_logging(log_format: str) -> None:
