@@ -258,6 +258,14 @@ class ChildProcess:
                 result = self._reader.read(step)
             except EOFError:
                 return self._crashed(name, options)
+            if result is not None and result["status"] == "done":
+                # Tries and backoff matter only to a job that did not succeed.
+                return Outcome(
+                    "done",
+                    name,
+                    seconds=result["seconds"] or 0.0,
+                    rss_kb=result["rss_kb"],
+                )
             if result is not None:
                 return _outcome(result, name, options)
             if should_stop():
