@@ -1,5 +1,5 @@
 """``queue status`` counts every state exactly, on tables of this version and
-of earlier ones, and a worker takes run-out leases oldest first."""
+of earlier ones, and run-out leases are found through the claim index."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from conveyor import Queue
 from conveyor.config import QueueSettings
 from conveyor.drivers.database import DatabaseStore
+from conveyor.drivers.recovery import expired_rows
 from conveyor.drivers.tables import queue_tables
 from conveyor.queue.inspection import QueueCounts, queue_counts
 from helpers import run_cli
@@ -157,7 +158,7 @@ def test_a_jobs_table_of_an_earlier_version_gets_the_claim_index(
         again.close()
 
 
-def test_run_out_leases_are_taken_back_oldest_lease_first(queue: Queue) -> None:
+def test_run_out_leases_are_read_in_the_claim_index_order(queue: Queue) -> None:
     newer, older = queue.bulk("Noop", [{}, {}])
     store = queue.store
     assert [job.id for job in store.reserve_many("default", "x", 2)] == [
@@ -166,9 +167,37 @@ def test_run_out_leases_are_taken_back_oldest_lease_first(queue: Queue) -> None:
     ]
     lease_taken(store, [newer], 200)
     lease_taken(store, [older], 300)
+    if store.family == "sqlite":
+        # A range of the claim index, never a walk of the table in id order
+        # (80 ms at 1,000,000 jobs; the other planners cost a tiny table
+        # differently, so only SQLite's plan says something here).
+        search = expired_rows(store.tables.jobs, "default", store.now())
+        compiled = search.compile(store.engine)
+        with store.engine.connect() as connection:
+            # Statistics as of 1,000,000 jobs in one queue, under which
+            # SQLite chose to walk the table in id order.
+            connection.exec_driver_sql("ANALYZE")
+            connection.exec_driver_sql("DELETE FROM sqlite_stat1")
+            connection.exec_driver_sql(
+                "INSERT INTO sqlite_stat1 VALUES ('jobs', 'ix_jobs_claim', "
+                "'1000000 1000000 1000000 1 1'), ('jobs', NULL, '1000000')"
+            )
+            connection.exec_driver_sql("ANALYZE sqlite_schema")
+            plan = " ".join(
+                str(row[-1])
+                for row in connection.exec_driver_sql(
+                    f"EXPLAIN QUERY PLAN {compiled}", tuple(compiled.params.values())
+                )
+            )
+        assert "ix_jobs_claim" in plan and "SCAN" not in plan, plan
 
     fresh = DatabaseStore(store.engine, store.tables, retry_after=store.retry_after)
-    taken = fresh.reserve_many("default", "z", 1)
+    taken = fresh.reserve_many("default", "z", 2)
 
-    assert [job.id for job in taken] == [older]
-    assert taken[0].crashes == 1
+    # Worker "x" has no row naming a running job: both come back uncounted,
+    # as suspects (see drivers/recovery.py), and are claimed in id order.
+    assert [(job.id, job.attempts, job.crashes) for job in taken] == [
+        (newer, 1, 0),
+        (older, 1, 0),
+    ]
+    assert all(job.suspect for job in taken)

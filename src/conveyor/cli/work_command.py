@@ -3,12 +3,8 @@ supervisor of N (see :mod:`conveyor.worker.supervisor`)."""
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-import logging
 import os
 import sys
-from typing import Any
 
 import click
 from click.core import ParameterSource
@@ -19,6 +15,7 @@ from conveyor.cli.options import (
     common_options,
     settings_for,
 )
+from conveyor.cli.worker_logging import flush_worker_log, worker_logging
 from conveyor.commands import open_store
 from conveyor.worker.loop import Worker, WorkerOptions, check_timeout
 from conveyor.worker.prefetch import DEFAULT_PREFETCH
@@ -41,58 +38,6 @@ def _int_list(value: str, option: str) -> tuple[int, ...]:
             f"{value!r}: give seconds, 0 or more", param_hint=option
         )
     return numbers
-
-
-class _JsonLines(logging.Formatter):
-    def __init__(self, *, with_pid: bool = False) -> None:
-        super().__init__()
-        #: Under a supervisor, whose workers share its output.
-        self.with_pid = with_pid
-
-    def format(self, record: logging.LogRecord) -> str:
-        body: dict[str, Any] = {
-            "time": dt.datetime.fromtimestamp(
-                record.created, dt.timezone.utc
-            ).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "message": record.getMessage(),
-        }
-        if self.with_pid:
-            body["pid"] = record.process
-        for key in (
-            "event",
-            "job",
-            "job_id",
-            "queue",
-            "attempt",
-            "duration_ms",
-            "status",
-            "slot",
-            "pid",
-            "exit_code",
-            "processes",
-            "restart_in",
-        ):
-            if hasattr(record, key):
-                body[key] = getattr(record, key)
-        if record.exc_info:
-            # What went wrong is the point of a logged exception; a log
-            # collector must get it in the same object.
-            body["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(body, ensure_ascii=False)
-
-
-def _worker_logging(log_format: str, *, supervised: bool) -> None:
-    logger = logging.getLogger("conveyor")
-    logger.setLevel(logging.INFO)
-    # A supervisor's workers write to its output: each line says whose.
-    text = "%(asctime)s [%(process)d] %(message)s" if supervised else None
-    for handler in logger.handlers:
-        handler.setFormatter(
-            _JsonLines(with_pid=supervised)
-            if log_format == "json"
-            else logging.Formatter(text or "%(asctime)s %(message)s")
-        )
 
 
 @click.command("work")
@@ -226,7 +171,7 @@ def work_command(
         stop_when_empty=stop_when_empty,
         once=once,
     )
-    _worker_logging(log_format, supervised=supervised is not None)
+    worker_logging(log_format, supervised=supervised is not None)
     if supervised is None and processes > 1:
         # Refused here, once, rather than by each worker in a restart loop.
         check_timeout(timeout, settings.queue.retry_after)
@@ -237,7 +182,10 @@ def work_command(
     flags = StopFlags()
     # Caught before the driver loads, so a stop during start-up is clean.
     with SignalHandlers(flags):
-        stats = Worker(settings, options, open_store(settings), flags=flags).run()
+        try:
+            stats = Worker(settings, options, open_store(settings), flags=flags).run()
+        finally:
+            flush_worker_log()
     if supervised is not None and stats.renew:
         ctx.exit(EXIT_RENEW)
 

@@ -71,6 +71,11 @@ class DatabaseStore:
         self._skip_locked: bool | None = None
         #: When each queue was last searched for jobs whose lease ran out.
         self._expired_looked_at: dict[str, float] = {}
+        jobs = tables.jobs
+        self._delete_held = sa.delete(jobs).where(
+            jobs.c.reservation == sa.bindparam("token"),
+            jobs.c.id.in_(sa.bindparam("ids", expanding=True)),
+        )
 
     def now(self) -> int:
         """The current whole second: what reservations compare due times to."""
@@ -260,8 +265,16 @@ class DatabaseStore:
         self, connection: Connection, done: Sequence[ReservedJob]
     ) -> list[bool]:
         jobs = self.tables.jobs
-        deleted = connection.execute(sa.delete(jobs).where(self._held_all(done)))
-        if deleted.rowcount == len(done):
+        # One claim hands one token to all its rows: usually one statement,
+        # built once, its ids bound as a list.
+        by_token: dict[str, list[int]] = {}
+        for job in done:
+            by_token.setdefault(job.reservation, []).append(job.id)
+        deleted = sum(
+            connection.execute(self._delete_held, {"token": token, "ids": ids}).rowcount
+            for token, ids in by_token.items()
+        )
+        if deleted == len(done):
             return [True] * len(done)
         # Those still there were not ours to delete any more; those gone
         # went with this delete or with a lost commit of an earlier try.

@@ -26,11 +26,22 @@ from conveyor.exceptions import JobNotFound, PayloadError
 from conveyor.queue.job import FailRequested, JobContext, ReleaseRequested
 from conveyor.queue.payload import Payload
 from conveyor.queue.registry import JobRegistry
-from conveyor.worker.protocol import LineReader, Message, send
+from conveyor.worker.protocol import (
+    LineReader,
+    Message,
+    done_line,
+    encode,
+    send,
+    send_bytes,
+    started_line,
+)
 
 _PR_SET_PDEATHSIG = 1
 #: A job that ran this long ends its batch (see ``batch_pauses_after``).
 BATCH_PAUSE_SECONDS = 0.05
+#: Seconds between two looks for the worker's ``skip`` during a batch: a
+#: look is a system call, dearer than a fast job.
+_POLL_EVERY = 0.001
 
 
 def main(argv: list[str]) -> None:
@@ -112,6 +123,10 @@ class JobRunner:
         self.registry = registry
         self.settings = settings
         self._queue: Any = None
+        #: Options by job class name, for the batches' ``defaults`` below.
+        self._class_options: dict[str, Message] = {}
+        self._defaults: Message = {}
+        self._polled_at = 0.0
 
     def queue_client(self) -> Any:
         if self._queue is None:
@@ -129,50 +144,62 @@ class JobRunner:
         their leases), or when this process passed the worker's
         ``--memory``."""
         jobs = request["jobs"]
+        defaults = request["defaults"]
+        memory_kb = request.get("memory_kb") or 0
         result: Message = {}
+        unsent = b""
         for index, job in enumerate(jobs):
             if index and (
-                batch_pauses_after(result) or self._must_stop_batch(request, reader)
+                batch_pauses_after(result["status"], result["seconds"])
+                or self._must_stop_batch(request, reader)
             ):
-                send(write_fd, {"op": "skipped", "count": len(jobs) - index})
+                skipped = {"op": "skipped", "count": len(jobs) - index}
+                send_bytes(write_fd, unsent + encode(skipped))
                 return
-            result = self.run({**job, "defaults": request["defaults"]}, write_fd)
+            result, unsent = self.run(job, defaults, memory_kb, unsent, write_fd)
+        send_bytes(write_fd, unsent)
 
     def _must_stop_batch(self, request: Message, reader: LineReader) -> bool:
-        if time.monotonic() > request["start_before"]:
+        now = time.monotonic()
+        if now > request["start_before"]:
             return True
         memory_kb = request.get("memory_kb") or 0
         if memory_kb and resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > memory_kb:
             return True
+        if now - self._polled_at < _POLL_EVERY:
+            return False
         # The worker sends nothing else while a batch runs.
+        self._polled_at = now
         return reader.poll() is not None
 
-    def run(self, request: Message, write_fd: int) -> Message:
-        """Run one job and send ``started`` then ``result``; the result."""
+    def run(
+        self,
+        request: Message,
+        defaults: Message,
+        memory_kb: int,
+        unsent: bytes,
+        write_fd: int,
+    ) -> tuple[Message, bytes]:
+        """Run one job: send ``unsent`` (the previous job's result) with
+        this one's ``started`` in one write, then run it; its result, and
+        that result's line, to be sent before the next job starts or when
+        the batch ends. Results come in order, so the first job without one
+        is the job that was running when this process died."""
         try:
             payload = Payload.decode(request["payload"])
             job_class = self.registry.resolve(payload.job)
         except (PayloadError, JobNotFound) as exc:
             result = _result("invalid", error=str(exc), summary=str(exc))
-            send(write_fd, result)
-            return result
+            return result, unsent + encode(result)
 
-        options = _job_options(job_class, request["defaults"])
-        retry_after = self.settings.queue.retry_after
-        if not options["timeout"] or options["timeout"] >= retry_after:
-            # The job's own timeout (0 being none) would let it run past its
-            # lease; cap it so it is stopped before another worker may take it.
-            cap = retry_after - 1 if retry_after > 1 else retry_after / 2
-            options["warning"] = (
-                f"{payload.job}.timeout ({options['timeout']:g} s) is not between "
-                f"0 and retry_after ({retry_after} s); stopping it at {cap:g} s"
-            )
-            options["timeout"] = cap
-        # A job's time counts from this message, constructor included: the
-        # worker names a job as running only once it has gone on longer than
-        # BATCH_PAUSE_SECONDS since it, trusting the batch to stop after it.
+        options, announce = self._options(payload.job, job_class, defaults)
+        # A job's time counts from its start line, constructor included:
+        # the worker names a job as running only once it has gone on longer
+        # than BATCH_PAUSE_SECONDS since it, trusting the batch to stop
+        # after it.
         begun = time.perf_counter()
-        send(write_fd, {"op": "started", "job": payload.job, **options})
+        started_at = time.monotonic()
+        send_bytes(write_fd, unsent + announce + started_line(payload.job, started_at))
         if options["tries"] and request["attempt"] > options["tries"]:
             reason = (
                 f"{payload.job} has been attempted {request['attempt'] - 1} time(s) "
@@ -180,8 +207,7 @@ class JobRunner:
                 "worker running it died)"
             )
             result = _result("exhausted", error=reason, summary=reason)
-            send(write_fd, result)
-            return result
+            return result, encode(result)
 
         job = job_class()
         job.context = JobContext(
@@ -192,8 +218,37 @@ class JobRunner:
             _pusher=self.queue_client,
         )
         result = self._handle(job, payload, begun)
-        send(write_fd, result)
-        return result
+        if memory_kb:
+            result["rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        if result["status"] == "done":
+            return result, done_line(result["seconds"], result["rss_kb"])
+        return result, encode(result)
+
+    def _options(
+        self, name: str, job_class: type[Any], defaults: Message
+    ) -> tuple[Message, bytes]:
+        """The tries, timeout and backoff of a job class, worked out once;
+        the line that tells the worker, the first time, else nothing."""
+        if defaults != self._defaults:
+            self._defaults = defaults
+            self._class_options.clear()
+        known = self._class_options.get(name)
+        if known is not None:
+            return known, b""
+
+        options = _job_options(job_class, defaults)
+        retry_after = self.settings.queue.retry_after
+        if not options["timeout"] or options["timeout"] >= retry_after:
+            # The job's own timeout (0 being none) would let it run past its
+            # lease; cap it so it is stopped before another worker may take it.
+            cap = retry_after - 1 if retry_after > 1 else retry_after / 2
+            options["warning"] = (
+                f"{name}.timeout ({options['timeout']:g} s) is not between "
+                f"0 and retry_after ({retry_after} s); stopping it at {cap:g} s"
+            )
+            options["timeout"] = cap
+        self._class_options[name] = options
+        return options, encode({"op": "options", "job": name, **options})
 
     def _handle(self, job: Any, payload: Payload, started: float) -> Message:
         try:
@@ -237,14 +292,13 @@ class JobRunner:
         return _result("done")
 
 
-def batch_pauses_after(result: Message) -> bool:
+def batch_pauses_after(status: str, seconds: float | None) -> bool:
     """Whether a batch stops after this result, so the worker decides what
     runs next: after a job that did not succeed (it may go back in line
     ahead of the rest), and after a slow one (the worker looks for a stop
     or restart request first, as it does between jobs claimed one by one).
     The worker reads the same result, so both sides agree."""
-    slow = (result.get("seconds") or 0.0) >= BATCH_PAUSE_SECONDS
-    return result.get("status") != "done" or slow
+    return status != "done" or (seconds or 0.0) >= BATCH_PAUSE_SECONDS
 
 
 def _job_options(job_class: type[Any], defaults: Message) -> Message:
@@ -273,7 +327,7 @@ def _result(
         "summary": _printable(summary),
         "delay": delay,
         "seconds": None if started is None else time.perf_counter() - started,
-        "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "rss_kb": 0,
     }
 
 

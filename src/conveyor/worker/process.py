@@ -55,6 +55,8 @@ class ChildProcess:
         self.job_timeouts: dict[str, float] = {}
         #: Whether the running batch was told to stop early.
         self._skipped = False
+        #: Each job class's tries, timeout and backoff, as this child sent.
+        self._options: dict[str, Message] = {}
 
     def start(self) -> None:
         """Start the child and wait until it has imported the job modules;
@@ -81,6 +83,7 @@ class ChildProcess:
         os.close(child_write)
         self._to_child = parent_write
         self._reader = LineReader(parent_read)
+        self._options = {}
 
         try:
             hello = self._reader.read(_START_TIMEOUT)
@@ -142,24 +145,24 @@ class ChildProcess:
             yield jobs[0], self._crashed("?")
             return
         process = self._process
+        last = len(jobs) - 1
         for index, job in enumerate(jobs):
-            outcome = self._next_outcome(job, should_stop, on_wait)
+            outcome = self._next_outcome(job, index, should_stop, on_wait)
             if outcome is None:
                 return
-            pauses = batch_pauses_after(
-                {"status": outcome.status, "seconds": outcome.seconds}
-            )
-            if pauses and index < len(jobs) - 1 and self.running:
-                # The child stopped the batch there (see batch_pauses_after);
-                # read its word for it before anything else is asked.
-                with contextlib.suppress(EOFError):
-                    self._reader.read(_START_TIMEOUT)
+            if index < last and batch_pauses_after(outcome.status, outcome.seconds):
+                if self._process is process:
+                    # The child stopped the batch there (see
+                    # batch_pauses_after); read its word for it before
+                    # anything else is asked.
+                    with contextlib.suppress(EOFError):
+                        self._reader.read(_START_TIMEOUT)
                 yield job, outcome
                 return
             yield job, outcome
             # Killed (a timeout, a stop) or replaced meanwhile (a failed()
             # hook starts a new one): the rest of the batch died with it.
-            if not self.running or self._process is not process:
+            if self._process is not process:
                 return
 
     def skip(self) -> None:
@@ -173,15 +176,23 @@ class ChildProcess:
     def _next_outcome(
         self,
         job: ReservedJob,
+        index: int,
         should_stop: Callable[[], bool],
         on_wait: Callable[[ReservedJob, float], None],
     ) -> Outcome | None:
-        """The outcome of ``job``, the next of the batch; ``None`` when the
-        child skipped it and the rest."""
+        """The outcome of ``job``, the ``index``-th of the batch; ``None``
+        when the child skipped it and the rest, or died before starting it
+        (then after another job's result: that job is not to blame)."""
         assert self._reader is not None
         try:
             started = self._reader.read(_START_TIMEOUT)
+            while started is not None and started["op"] == "options":
+                self._learn_options(started)
+                started = self._reader.read(_START_TIMEOUT)
         except EOFError:
+            if index:
+                self._ended_between_jobs()
+                return None
             return self._crashed("?")
         if started is None:
             self.kill()
@@ -190,22 +201,41 @@ class ChildProcess:
             return None
         if started["op"] == "result":
             return _outcome(started, started.get("job", "?"), {})
-        if started.get("warning"):
-            log.warning("%s", started["warning"], extra={"event": "timeout_capped"})
+        options = self._options.get(started["job"], {})
         return self._wait_for_result(
-            started, should_stop, lambda ran_for: on_wait(job, ran_for)
+            started, options, should_stop, lambda ran_for: on_wait(job, ran_for)
+        )
+
+    def _learn_options(self, message: Message) -> None:
+        """A job class's tries, timeout and backoff, sent once per class."""
+        self._options[message["job"]] = message
+        if message.get("warning"):
+            log.warning("%s", message["warning"], extra={"event": "timeout_capped"})
+
+    def _ended_between_jobs(self) -> None:
+        code = self._process.wait() if self._process is not None else None
+        self._process = None
+        self._close_pipes()
+        log.warning(
+            "the job process exited (code %s) between two jobs of a batch; "
+            "the jobs it had not started run in a new one",
+            code,
+            extra={"event": "job_process_exited"},
         )
 
     def _wait_for_result(
         self,
         started: Message,
+        options: Message,
         should_stop: Callable[[], bool],
         on_wait: Callable[[float], None],
     ) -> Outcome:
         assert self._reader is not None
         name = started["job"]
-        timeout = float(started.get("timeout") or 0) or None
-        begun = time.monotonic()
+        timeout = float(options.get("timeout") or 0) or None
+        # When the child started it (the same monotonic clock), not when the
+        # worker got round to reading that.
+        begun = min(float(started["at"]), time.monotonic())
         while True:
             waited = time.monotonic() - begun
             if timeout is not None and waited >= timeout:
@@ -219,7 +249,7 @@ class ChildProcess:
                         "error": f"{message}; its process was killed",
                     },
                     name,
-                    started,
+                    options,
                 )
             step = (
                 _POLL_SECONDS
@@ -229,11 +259,19 @@ class ChildProcess:
             try:
                 result = self._reader.read(step)
             except EOFError:
-                return self._crashed(name, started)
+                return self._crashed(name, options)
+            if result is not None and result["status"] == "done":
+                # Tries and backoff matter only to a job that did not succeed.
+                return Outcome(
+                    "done",
+                    name,
+                    seconds=result["seconds"] or 0.0,
+                    rss_kb=result["rss_kb"],
+                )
             if result is not None:
-                return _outcome(result, name, started)
+                return _outcome(result, name, options)
             # Read after the pipe was found empty: the job ran at least this
-            # long (counted from when its start was read, after it began).
+            # long (counted from when the child started it).
             ran_for = time.monotonic() - begun
             if should_stop():
                 self.kill()
@@ -265,7 +303,7 @@ class ChildProcess:
             return Outcome("timeout", summary="failed() did not finish in time")
         return _outcome(message, "?", {})
 
-    def _crashed(self, name: str, started: Message | None = None) -> Outcome:
+    def _crashed(self, name: str, options: Message | None = None) -> Outcome:
         code = self._process.wait() if self._process is not None else None
         self._process = None
         self._close_pipes()
@@ -277,7 +315,7 @@ class ChildProcess:
         return _outcome(
             {"status": "crashed", "summary": summary, "error": summary},
             name,
-            started or {},
+            options or {},
         )
 
     def kill(self) -> None:
@@ -308,15 +346,15 @@ class ChildProcess:
         self._reader = None
 
 
-def _outcome(message: Message, name: str, started: Message) -> Outcome:
-    backoff: Any = started.get("backoff") or ()
+def _outcome(message: Message, name: str, options: Message) -> Outcome:
+    backoff: Any = options.get("backoff") or ()
     return Outcome(
         status=message["status"],
         job=name,
         error=message.get("error"),
         summary=message.get("summary"),
         delay=int(message.get("delay") or 0),
-        tries=int(started.get("tries", 1) or 0),
+        tries=int(options.get("tries", 1) or 0),
         backoff=tuple(int(b) for b in backoff),
         seconds=float(message.get("seconds") or 0.0),
         rss_kb=int(message.get("rss_kb") or 0),
