@@ -131,12 +131,7 @@ def _configure_sqlite(engine: Engine, busy_timeout: float) -> None:
     @sa.event.listens_for(engine, "begin")
     def on_begin(connection: Connection) -> None:
         mode = connection.get_execution_options().get(SQLITE_BEGIN, "IMMEDIATE")
-        # On the driver's connection: a statement run through SQLAlchemy
-        # would cost every transaction a second round of its execution
-        # machinery (events, result set-up), a fifth of a one-row push.
-        dbapi_connection = connection.connection.dbapi_connection
-        assert dbapi_connection is not None
-        dbapi_connection.execute(f"BEGIN {mode}")
+        connection.exec_driver_sql(f"BEGIN {mode}")
 
 
 def _enable_wal(dbapi_connection: Any, busy_timeout: float) -> None:

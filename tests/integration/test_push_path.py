@@ -5,13 +5,16 @@ and on PostgreSQL the notification that wakes an idle worker."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from conveyor import Queue
+from conveyor.config import QueueSettings, Settings
 from conveyor.drivers.base import NewJob
 from conveyor.drivers.inserting import ROWS_PER_STATEMENT
 from conveyor.worker.wakeup import Wakeup
@@ -24,6 +27,21 @@ OVER_ONE_STATEMENT = ROWS_PER_STATEMENT + 7
 @pytest.fixture
 def queue(database_url: str) -> Iterator[Queue]:
     client = Queue(database_url)
+    client.store.ensure_tables()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def own_queue(database_url: str) -> Iterator[Queue]:
+    """A ``Queue`` on a jobs table of its own name: a channel's name holds
+    for the whole database, and other tests' pushes must not be heard."""
+    table = f"jobs_{uuid.uuid4().hex[:8]}"
+    settings = Settings(
+        database_url=database_url,
+        queue=replace(QueueSettings(), table=table),
+    )
+    client = Queue(settings=settings)
     client.store.ensure_tables()
     yield client
     client.close()
@@ -93,16 +111,18 @@ def test_a_refused_push_leaves_the_next_push_working(
 
 @pytest.mark.databases("postgresql")
 @pytest.mark.parametrize("count", [1, 100, OVER_ONE_STATEMENT])
-def test_a_push_wakes_an_idle_worker_on_postgresql(queue: Queue, count: int) -> None:
+def test_a_push_wakes_an_idle_worker_on_postgresql(
+    own_queue: Queue, count: int
+) -> None:
     """An idle worker's wait ends on the push's notification, whether the
     push was one statement in autocommit or a transaction of several; and
     one bulk wakes it once."""
-    wakeup = Wakeup(queue.store)
+    wakeup = Wakeup(own_queue.store)
     wakeup.start()
     try:
         assert wakeup.wait(0.05) is False
 
-        queue.bulk("Resize", [{} for _ in range(count)])
+        own_queue.bulk("Resize", [{} for _ in range(count)])
 
         assert wakeup.wait(10) is True
         assert wakeup.wait(0.05) is False
@@ -111,14 +131,14 @@ def test_a_push_wakes_an_idle_worker_on_postgresql(queue: Queue, count: int) -> 
 
 
 @pytest.mark.databases("postgresql")
-def test_a_refused_bulk_wakes_no_worker(queue: Queue) -> None:
+def test_a_refused_bulk_wakes_no_worker(own_queue: Queue) -> None:
     """No notification leaves with jobs that were not stored."""
-    wakeup = Wakeup(queue.store)
+    wakeup = Wakeup(own_queue.store)
     wakeup.start()
     try:
         bad = NewJob("default", '{"job": "Resize"}', None)  # type: ignore[arg-type]
         with pytest.raises(sa.exc.IntegrityError):
-            queue.store.push([NewJob("default", '{"job": "Resize"}', 0), bad])
+            own_queue.store.push([NewJob("default", '{"job": "Resize"}', 0), bad])
 
         assert wakeup.wait(0.5) is False
     finally:
