@@ -19,8 +19,10 @@ What it measures
     The raw ceilings: one job claimed and deleted per transaction, and 100
     per statement (``DELETE ... RETURNING`` with ``SKIP LOCKED`` where the
     database has it); pushes of one ``INSERT`` per transaction and of one
-    100-row ``INSERT``. They delete a job when they take it, which gives up
-    at-least-once: they are the limit, not a design.
+    100-row ``INSERT``, each statement in autocommit on the servers (one
+    round trip, as durable as BEGIN and COMMIT around it). They delete a
+    job when they take it, which gives up at-least-once: they are the
+    limit, not a design.
 
     Every figure is the median of three runs, the systems interleaved within
     each run so that the machine's drift hits all alike; the table shows

@@ -268,6 +268,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, help="interleaved runs (3)")
     parser.add_argument("--only", help="comma-separated system names")
     parser.add_argument(
+        "--only-push",
+        action="store_true",
+        help="measure the two push rates alone (no drain, latency, memory)",
+    )
+    parser.add_argument(
         "--postgresql", default="postgresql://postgres@127.0.0.1:5432/test"
     )
     parser.add_argument("--mysql", default="mysql://root@127.0.0.1:3306/test")
@@ -298,6 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             two_processes=True,
             metrics=(*METRICS, "drain_claim100"),
         )
+    if args.only_push:
+        plan.metrics = ("push_single", "push_bulk")
     chosen = systems(args)
     results = Results()
     load_before = os.getloadavg()

@@ -63,8 +63,14 @@ def describe(url: URL | str) -> str:
     return url.render_as_string(hide_password=True)
 
 
-def create_engine(raw_url: str, *, busy_timeout: float = 30.0) -> Engine:
-    """An engine for ``raw_url`` with the connection settings Conveyor needs."""
+def create_engine(
+    raw_url: str, *, busy_timeout: float = 30.0, autocommit: bool = False
+) -> Engine:
+    """An engine for ``raw_url`` with the connection settings Conveyor needs.
+
+    An ``autocommit`` engine (not for SQLite) commits every statement on its
+    own and sends no ``ROLLBACK`` when a connection goes back to its pool:
+    for work that is one statement, which needs neither."""
     url = parse_url(raw_url)
     family = url.get_backend_name()
     if family not in ("sqlite", "postgresql", "mysql", "mariadb"):
@@ -83,8 +89,11 @@ def create_engine(raw_url: str, *, busy_timeout: float = 30.0) -> Engine:
         connect_args["connect_timeout"] = CONNECT_TIMEOUT
         connect_args.setdefault("charset", "utf8mb4")
 
+    options: dict[str, Any] = {}
+    if autocommit and family != "sqlite":
+        options = {"isolation_level": "AUTOCOMMIT", "skip_autocommit_rollback": True}
     try:
-        engine = sa.create_engine(url, connect_args=connect_args)
+        engine = sa.create_engine(url, connect_args=connect_args, **options)
     except (ArgumentError, NoSuchModuleError) as exc:
         raise ConfigError(f"invalid database URL '{describe(url)}': {exc}") from exc
     except ImportError as exc:

@@ -39,6 +39,7 @@ from conveyor.db import family_of
 from conveyor.drivers.base import NewJob, ReservedJob
 from conveyor.drivers.claim import Lease, claim_by_id, claim_in_one_statement
 from conveyor.drivers.contention import retry_contention
+from conveyor.drivers.inserting import JobInserter
 from conveyor.drivers.recovery import (
     SUSPECT,
     DeadWorker,
@@ -68,6 +69,7 @@ class DatabaseStore:
         self.clock = clock
         self.family = family_of(engine)
         self._tables_ready = False
+        self._inserter = JobInserter(engine, tables.jobs, self.channel)
         self._skip_locked: bool | None = None
         #: When each queue was last searched for jobs whose lease ran out.
         self._expired_looked_at: dict[str, float] = {}
@@ -131,31 +133,17 @@ class DatabaseStore:
             }
             for job in jobs
         ]
-        return retry_contention(lambda: self._insert(rows), "push")
+        return retry_contention(lambda: self._inserter.insert(rows), "push")
 
     @property
     def channel(self) -> str:
         """The PostgreSQL channel a push notifies (see ``worker.wakeup``)."""
         return f"{self.tables.jobs.name}_pushed"
 
-    def _insert(self, rows: list[dict[str, Any]]) -> list[int]:
-        table = self.tables.jobs
-        with self.engine.begin() as connection:
-            if self.family == "postgresql":
-                # Delivered at commit, once the jobs are visible.
-                connection.execute(sa.select(sa.func.pg_notify(self.channel, "")))
-            if self.engine.dialect.insert_executemany_returning_sort_by_parameter_order:
-                # One multi-row INSERT ... RETURNING, ids in the rows' order.
-                result = connection.execute(
-                    sa.insert(table).returning(
-                        table.c.id, sort_by_parameter_order=True
-                    ),
-                    rows,
-                )
-                return [row[0] for row in result]
-            return [
-                inserted_id(connection.execute(sa.insert(table), row)) for row in rows
-            ]
+    def dispose(self) -> None:
+        """Close the pooled connections, the pushes' own included."""
+        self.engine.dispose()
+        self._inserter.dispose()
 
     # -- reserving -----------------------------------------------------------
 

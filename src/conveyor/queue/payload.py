@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-import uuid
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +41,7 @@ class Payload:
     @classmethod
     def new(cls, job: str, data: Any) -> Payload:
         check_json(data)
-        return cls(job=job, data=data, uuid=str(uuid.uuid4()))
+        return cls(job=job, data=data, uuid=random_uuid())
 
     def encode(self) -> str:
         body = {"uuid": self.uuid, "job": self.job, "data": self.data}
@@ -66,6 +66,17 @@ class Payload:
             data=body.get("data"),
             uuid=uuid if isinstance(uuid, str) else "",
         )
+
+
+def random_uuid() -> str:
+    """A random (version 4) UUID as text, as ``str(uuid.uuid4())`` writes it
+    in half the time: a bulk push makes one per job."""
+    digits = os.urandom(16).hex()
+    variant = "89ab"[int(digits[16], 16) & 3]
+    return (
+        f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-"
+        f"{variant}{digits[17:20]}-{digits[20:]}"
+    )
 
 
 def check_json(value: Any, path: str = "data") -> None:

@@ -63,7 +63,7 @@ class Queue:
         return self._push(job, list(items), queue=queue, delay=0)
 
     def close(self) -> None:
-        self.store.engine.dispose()
+        self.store.dispose()
 
     # -- the steps ---------------------------------------------------------
 

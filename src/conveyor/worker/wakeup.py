@@ -1,7 +1,8 @@
 """Waking an idle worker when a job is pushed.
 
-On PostgreSQL every push sends a ``NOTIFY`` on the queue table's channel in
-its own transaction (so it is delivered only once the jobs are visible), and
+On PostgreSQL every push sends a ``NOTIFY`` on the queue table's channel
+from its own ``INSERT`` (delivered at its commit, once the jobs are
+visible; see ``drivers.inserting``), and
 an idle worker waits on a connection that ``LISTEN``\\ s to it instead of
 sleeping out ``--sleep``. A notification that arrives while the worker is
 busy waits on that connection and ends the next idle wait at once: at worst
