@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from conveyor import Queue
+from conveyor.drivers.base import ReservedJob
 from conveyor.drivers.database import DatabaseStore
 from conveyor.worker.prefetch import Prefetch, max_wait
 from helpers import rows
@@ -133,9 +134,27 @@ def test_claimed_jobs_wait_only_as_long_as_their_leases_allow() -> None:
     # retry_after 90, a 60 s timeout: up to 2 s; 88 s: claim one at a time.
     assert max_wait(90, 60) == 2.0
     assert max_wait(90, 88) <= 0
-    assert Prefetch(100, max_wait(90, 88)).claim_size(None) == 1
-    assert Prefetch(100, 2.0).claim_size(None) == 100
-    assert Prefetch(100, 2.0).claim_size(7) == 7
+    assert Prefetch(100, max_wait(90, 88), ramp=100).claim_size(None) == 1
+    assert Prefetch(100, 2.0, ramp=100).claim_size(None) == 100
+    assert Prefetch(100, 2.0, ramp=100).claim_size(7) == 7
+
+
+def test_claims_grow_while_jobs_run_fast_and_drop_to_one_after_a_slow_one() -> None:
+    def fake_job() -> ReservedJob:
+        return ReservedJob(1, "default", "{}", 1, "lease", 0)
+
+    prefetch = Prefetch(50, 2.0)
+    sizes = []
+    for _ in range(8):
+        sizes.append(prefetch.claim_size(None))
+        prefetch.claimed([fake_job()])
+        prefetch.ran(0.001)
+    assert sizes == [1, 2, 4, 8, 16, 32, 50, 50]
+
+    prefetch.ran(0.2)  # as slow as a job that batches should not queue behind
+    assert prefetch.claim_size(None) == 1
+    prefetch.claimed([fake_job()])
+    assert prefetch.claim_size(None) == 2
 
 
 def add_worker(store: DatabaseStore, worker_id: str, current_job: int | None) -> None:

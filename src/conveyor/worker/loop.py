@@ -423,6 +423,7 @@ class Worker:
         requeued = False
         for job, outcome in outcomes:
             waiting.popleft()
+            self.prefetch.ran(outcome.seconds)
             requeued |= self._process(job, outcome)
             ran += 1
             if self.prefetch.done_due():

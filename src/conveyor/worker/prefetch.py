@@ -31,6 +31,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from conveyor.drivers.base import ReservedJob
+from conveyor.worker.child import BATCH_PAUSE_SECONDS
 from conveyor.worker.process import Outcome
 
 #: Jobs claimed per round trip unless ``--prefetch`` says otherwise: as fast
@@ -61,6 +62,12 @@ class Prefetch:
     size: int
     #: Seconds a claimed job may wait for its turn (see ``max_wait``).
     wait: float
+    #: Jobs the next claim may take, up to ``size``: one at first, twice as
+    #: many after each claim, back to one after a slow job. Slow jobs then
+    #: spread over the workers instead of waiting behind one worker's
+    #: running job (the complaint Celery's prefetch draws); fast ones reach
+    #: ``size`` within a few claims.
+    ramp: int = 1
     waiting: deque[ReservedJob] = field(default_factory=deque)
     done: list[tuple[ReservedJob, Outcome]] = field(default_factory=list)
     claimed_at: float = 0.0
@@ -68,7 +75,7 @@ class Prefetch:
     def claim_size(self, remaining: int | None) -> int:
         """How many jobs to claim next; ``remaining`` is how many more the
         worker may run (``--max-jobs``, ``--once``), ``None`` for no limit."""
-        size = self.size if self.wait > 0 else 1
+        size = min(self.size, self.ramp) if self.wait > 0 else 1
         if remaining is not None:
             size = min(size, remaining)
         return max(size, 1)
@@ -76,6 +83,14 @@ class Prefetch:
     def claimed(self, jobs: list[ReservedJob]) -> None:
         self.waiting.extend(jobs)
         self.claimed_at = time.monotonic()
+        if jobs:
+            self.ramp = min(self.size, self.ramp * 2)
+
+    def ran(self, seconds: float | None) -> None:
+        """A job of the claim ended after ``seconds``: the next claim takes
+        one job again after a slow one (see ``ramp``)."""
+        if (seconds or 0.0) >= BATCH_PAUSE_SECONDS:
+            self.ramp = 1
 
     def fresh(self) -> bool:
         """Whether the waiting jobs may still start within their leases."""
