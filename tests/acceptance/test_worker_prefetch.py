@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from conveyor import Queue
-from helpers import Spawn, push, runs, table, wait_until
+from helpers import Spawn, push, runs, table, wait_until, write_job
 
 
 def bring_back_dead_workers(database_url: str) -> int:
@@ -169,3 +169,90 @@ def test_a_job_that_kills_every_worker_fails_after_max_crashes_with_prefetch(
     starts = [r["id"] for r in runs(app, "start")]
     assert starts == [killer_id] * 3
     assert {r["id"] for r in runs(app, "run")} == {*warm, *before, *after}
+
+
+#: A job that records how many jobs are reserved while it runs.
+HELD_JOB = """
+    import json
+    import os
+    from pathlib import Path
+
+    import sqlalchemy as sa
+
+    from conveyor import Job
+
+    RUNS = Path(__file__).resolve().parent.parent / "runs.log"
+    ENGINES = {}
+
+
+    class CountHeld(Job):
+        def handle(self, data):
+            engine = ENGINES.get(data["url"])
+            if engine is None:
+                engine = ENGINES[data["url"]] = sa.create_engine(data["url"])
+            with engine.connect() as connection:
+                held = connection.execute(
+                    sa.text("SELECT COUNT(*) FROM jobs WHERE reserved_at IS NOT NULL")
+                ).scalar_one()
+            line = json.dumps({"event": "held", "id": self.context.id, "held": held})
+            fd = os.open(RUNS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, (line + "\\n").encode())
+            finally:
+                os.close(fd)
+"""
+
+
+def test_a_busy_worker_claims_the_next_batch_while_one_runs(
+    app: Path, database_url: str, engine: sa.Engine, spawn: Spawn
+) -> None:
+    """Draining a busy queue, a worker claims its next batch while the job
+    process runs the current one: jobs see up to two batches reserved, never
+    more, and every job runs once."""
+    write_job(app, "held", HELD_JOB)
+    url = str(engine.url.render_as_string(hide_password=False))
+    warm = warm_up(database_url)
+    counted = push(database_url, "CountHeld", *[{"url": url}] * 200)
+    worker = spawn("--sleep=0.1", "--prefetch=10", "--stop-when-empty")
+
+    assert worker.wait(timeout=60) == 0, worker.log
+    held = [r["held"] for r in runs(app, "held")]
+    assert sorted(r["id"] for r in runs(app, "held")) == counted
+    assert [r["id"] for r in runs(app, "run")] == warm
+    assert max(held) > 10, f"never more than one batch held: {held}"
+    assert max(held) <= 20, held
+    assert table(engine, "jobs") == []
+
+
+def test_the_next_batch_goes_back_as_soon_as_a_job_runs_slowly(
+    app: Path, database_url: str, engine: sa.Engine, spawn: Spawn
+) -> None:
+    """With ``--prefetch=4`` the third claim is a full batch (claims grow 1,
+    2, 4), so the next four are claimed while it runs; its last job blocks,
+    and those four go back at once, uncounted, for other workers, while it
+    still runs."""
+    go = app / "go"
+    warm = push(database_url, "Record", "w1", "w2", "w3")
+    batch = push(database_url, "Record", "b1", "b2", "b3")
+    [gate_id] = push(database_url, "Gate", {"go": str(go)})
+    ahead = push(database_url, "Record", "a1", "a2", "a3", "a4")
+    worker = spawn("--sleep=0.1", "--prefetch=4", "--stop-when-empty")
+
+    wait_until(lambda: runs(app, "start"), 15, "the gate job started")
+    assert [r["id"] for r in runs(app, "run")] == [*warm, *batch]
+    wait_until(
+        lambda: all(
+            row["reserved_at"] is None and row["attempts"] == 0
+            for row in table(engine, "jobs")
+            if row["id"] in ahead
+        ),
+        5,
+        "the batch claimed ahead went back",
+    )
+    by_id = {row["id"]: row for row in table(engine, "jobs")}
+    assert by_id[gate_id]["reserved_at"] is not None
+    go.touch()
+
+    assert worker.wait(timeout=30) == 0, worker.log
+    assert [r["id"] for r in runs(app, "run")] == [*warm, *batch, *ahead]
+    assert table(engine, "jobs") == []

@@ -112,6 +112,33 @@ def test_a_claim_in_doubt_puts_back_what_the_holder_held(
     assert [job.attempts for job in claimed] == [1, 1, 1]
 
 
+def test_a_claim_ahead_in_doubt_keeps_the_running_batch_and_names_no_job(
+    store: DatabaseStore, database_url: str
+) -> None:
+    """A claim made while a batch runs: in doubt, it puts back what the
+    holder holds but the running batch (whose jobs may be running), and it
+    never writes the worker's current job, which speaks for that batch."""
+    ids = Queue(database_url).bulk("Record", [{}, {}, {}, {}, {}])
+    add_worker(store, "a", ids[0])
+    running = store.reserve_many("default", "a", 2)
+    store.reserve_many("default", "a", 2)  # a claim ahead whose answer was lost
+
+    held, claimed = store.delete_and_reserve(
+        [], ["default"], "a", 1, in_doubt=True, running=running
+    )
+
+    assert held == []
+    assert [job.id for job in claimed] == [ids[2]]
+    by_id = {row["id"]: row for row in rows(store.engine, "jobs")}
+    assert [by_id[job.id]["reservation"] for job in running] == [
+        job.reservation for job in running
+    ]
+    assert by_id[ids[3]]["reserved_at"] is None
+    assert by_id[ids[3]]["attempts"] == 0
+    [worker] = rows(store.engine, "job_workers")
+    assert worker["current_job"] == ids[0]
+
+
 def test_a_claim_in_doubt_still_deletes_the_jobs_that_ran(
     store: DatabaseStore, database_url: str
 ) -> None:

@@ -207,6 +207,7 @@ class DatabaseStore:
         *,
         in_doubt: bool = False,
         name_current: bool = False,
+        running: Sequence[ReservedJob] | None = None,
     ) -> tuple[list[bool], list[ReservedJob]]:
         """In one transaction: delete the jobs that ran (for each, whether
         it was still held, or already gone), then claim up to ``limit`` jobs
@@ -222,19 +223,28 @@ class DatabaseStore:
         The holder's ``current_job`` is written in the same transaction when
         the claim hands out exactly one job (it starts next, alone), or with
         ``name_current`` (it may name a job that ran): see
-        ``conveyor.drivers.recovery``."""
+        ``conveyor.drivers.recovery``.
+
+        ``running``: the claim is made ahead, while the worker's job process
+        runs these jobs. It names no job (the row's word on the running
+        batch stands), and a claim in doubt puts back every job the holder
+        holds but these."""
 
         def run() -> tuple[list[bool], list[ReservedJob]]:
             with self.engine.begin() as connection:
                 held = self._delete_in(connection, done) if done else []
                 if in_doubt and holder:
-                    self._release_holder(connection, holder)
+                    keep = [job.id for job in running or ()]
+                    self._release_holder(connection, holder, keep)
                 claimed: list[ReservedJob] = []
                 for queue in queues:
                     claimed = self._claim_in(connection, queue, holder, limit)
                     if claimed:
                         break
-                if holder and (name_current or in_doubt or len(claimed) == 1):
+                names = running is None and (
+                    name_current or in_doubt or len(claimed) == 1
+                )
+                if holder and names:
                     current = claimed[0].id if len(claimed) == 1 else None
                     self._name_current(connection, holder, current)
                 return held, claimed
@@ -273,17 +283,22 @@ class DatabaseStore:
         )
         return [job.id not in left for job in done]
 
-    def _release_holder(self, connection: Connection, holder: str) -> None:
-        """Put back, uncounted, the jobs ``holder`` holds (by id, so MySQL
-        locks only those rows)."""
+    def _release_holder(
+        self, connection: Connection, holder: str, keep: Sequence[int] = ()
+    ) -> None:
+        """Put back, uncounted, the jobs ``holder`` holds but ``keep`` (by
+        id, so MySQL locks only those rows)."""
         jobs = self.tables.jobs
-        held = list(
-            connection.execute(
+        kept = set(keep)
+        held = [
+            job_id
+            for job_id in connection.execute(
                 sa.select(jobs.c.id).where(
                     jobs.c.reserved_by == holder, jobs.c.reserved_at.is_not(None)
                 )
             ).scalars()
-        )
+            if job_id not in kept
+        ]
         if held:
             connection.execute(
                 sa.update(jobs)

@@ -17,6 +17,7 @@ from conveyor.config import Settings
 from conveyor.drivers.base import ReservedJob
 from conveyor.drivers.database import DatabaseStore
 from conveyor.exceptions import ConfigError
+from conveyor.worker.ahead import ClaimAhead
 from conveyor.worker.child import batch_pauses_after
 from conveyor.worker.metrics import MinuteCounts
 from conveyor.worker.prefetch import DEFAULT_PREFETCH, Prefetch, max_wait
@@ -106,6 +107,7 @@ class Worker:
         self._last_reap = 0.0
         self._last_tick = 0.0
         self.prefetch = Prefetch(max(options.prefetch, 1), 0.0)
+        self.ahead = ClaimAhead(store, self.prefetch, options.queues, self.presence.id)
         self._defaults = {
             "tries": options.tries,
             "timeout": options.timeout,
@@ -246,6 +248,7 @@ class Worker:
     def _have_jobs(self, processed: int) -> bool:
         """Whether claimed jobs wait to start, claiming more when none does
         (after the finished ones are deleted, so a job is never held twice)."""
+        self.prefetch.promote_ahead()
         if self.prefetch.waiting and not self.prefetch.fresh():
             # The jobs behind a slow one could now outlive their leases.
             self._give_back()
@@ -267,6 +270,9 @@ class Worker:
         # The row may still name a job that ran: the claim names anew.
         name_current = not presence.named_sure or presence.named is not None
         tries = 0
+        # A claim ahead that failed may have landed unseen: settled here,
+        # between batches, where nothing the worker holds is running.
+        ahead_in_doubt = self.ahead.in_doubt
 
         def once() -> tuple[list[bool], list[ReservedJob]]:
             nonlocal tries
@@ -276,7 +282,7 @@ class Worker:
                 self.options.queues,
                 presence.id,
                 size,
-                in_doubt=tries > 1,
+                in_doubt=tries > 1 or ahead_in_doubt,
                 name_current=name_current,
             )
 
@@ -287,14 +293,26 @@ class Worker:
             # Still to delete, by the worker's last act if nothing else.
             self.prefetch.done[:0] = done
             raise
+        self.ahead.in_doubt = False
         if len(claimed) == 1:
             presence.noted(claimed[0].id)
-        elif name_current or tries > 1:
+        elif name_current or tries > 1 or ahead_in_doubt:
             presence.noted(None)
         else:
             presence.noted(presence.named)
         self._log_done(done, held)
         self.prefetch.claimed(claimed)
+
+    def _limited(self) -> bool:
+        """Whether the run is about to end or has a job budget: no claim
+        ahead then."""
+        return bool(
+            self.options.once
+            or self.options.max_jobs
+            or self.options.max_time
+            or self.flags.warm
+            or self.flags.cold
+        )
 
     def _stop_reason(self, processed: int) -> str:
         if self.flags.cold or self.flags.warm:
@@ -417,9 +435,12 @@ class Worker:
             memory_kb=self.options.memory * 1024,
             should_stop=self._must_stop_job,
             on_wait=lambda job, ran_for: self._while_running(
-                nameable(job, ran_for, job is last)
+                nameable(job, ran_for, job is last), ran_for
             ),
         )
+        # The batch is with the job process now: claim the next meanwhile.
+        if self.ahead.worth_it(batch, self._limited()):
+            self.ahead.claim(batch, self._log_done)
         requeued = False
         for job, outcome in outcomes:
             waiting.popleft()
@@ -440,12 +461,16 @@ class Worker:
             self._give_back()
         return ran
 
-    def _while_running(self, job_id: int | None) -> None:
-        """Heartbeat, naming ``job_id`` as running (see ``presence``); and
-        once a stop was asked for, the jobs of the batch not started yet
-        stay so."""
+    def _while_running(self, job_id: int | None, ran_for: float = 0.0) -> None:
+        """Heartbeat, naming ``job_id`` as running (see ``presence``); once
+        a stop was asked for, the jobs of the batch not started yet stay so;
+        once the running job has run ``ran_for`` seconds, too long to keep
+        the next batch from other workers, that batch goes back."""
         if self.flags.warm or self.flags.cold:
             self.child.skip()
+        ahead = self.ahead.slow_job(ran_for)
+        if ahead:
+            self._quietly(lambda: self.store.release_unstarted(ahead))
         # Between fast jobs, a heartbeat's own checks of the clock would cost
         # more than the jobs; every few milliseconds is often enough.
         now = time.monotonic()

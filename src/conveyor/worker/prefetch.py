@@ -71,6 +71,10 @@ class Prefetch:
     waiting: deque[ReservedJob] = field(default_factory=deque)
     done: list[tuple[ReservedJob, Outcome]] = field(default_factory=list)
     claimed_at: float = 0.0
+    #: The next batch, claimed while the job process runs the current one
+    #: (see ``conveyor.worker.ahead``), and when.
+    ahead: list[ReservedJob] = field(default_factory=list)
+    ahead_at: float = 0.0
 
     def claim_size(self, remaining: int | None) -> int:
         """How many jobs to claim next; ``remaining`` is how many more the
@@ -97,9 +101,24 @@ class Prefetch:
         return time.monotonic() - self.claimed_at <= max(self.wait, 0.0)
 
     def take_waiting(self) -> list[ReservedJob]:
-        jobs = list(self.waiting)
+        """Every claimed job not started, the next batch's included."""
+        jobs = [*self.waiting, *self.take_ahead()]
         self.waiting.clear()
         return jobs
+
+    def take_ahead(self) -> list[ReservedJob]:
+        jobs, self.ahead = self.ahead, []
+        return jobs
+
+    def claimed_ahead(self, jobs: list[ReservedJob]) -> None:
+        self.ahead = jobs
+        self.ahead_at = time.monotonic()
+
+    def promote_ahead(self) -> None:
+        """The current batch is over: the next one waits its turn now."""
+        if not self.waiting and self.ahead:
+            self.waiting.extend(self.take_ahead())
+            self.claimed_at = self.ahead_at
 
     def add_done(self, job: ReservedJob, outcome: Outcome) -> None:
         self.done.append((job, outcome))

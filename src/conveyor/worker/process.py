@@ -119,7 +119,8 @@ class ChildProcess:
         ``start_before`` is the ``time.monotonic()`` after which the child
         starts no job but the first. While a job runs, ``on_wait`` is called
         about every 0.2 s with the job and the seconds it has run, at least,
-        with no result seen yet."""
+        with no result seen yet. The batch is sent before this returns, so
+        the caller may do other work while the child runs it."""
         if not self.running:
             self.start()
         assert self._reader is not None
@@ -142,8 +143,16 @@ class ChildProcess:
         try:
             send(self._to_child, request)
         except BrokenPipeError:
-            yield jobs[0], self._crashed("?")
-            return
+            return iter([(jobs[0], self._crashed("?"))])
+        return self._outcomes(jobs, should_stop, on_wait)
+
+    def _outcomes(
+        self,
+        jobs: Sequence[ReservedJob],
+        should_stop: Callable[[], bool],
+        on_wait: Callable[[ReservedJob, float], None],
+    ) -> Iterator[tuple[ReservedJob, Outcome]]:
+        assert self._reader is not None
         process = self._process
         last = len(jobs) - 1
         for index, job in enumerate(jobs):
