@@ -13,38 +13,83 @@ from conveyor.drivers.base import ReservedJob
 from conveyor.drivers.recovery import SUSPECT
 
 
+class ClaimStatements:
+    """The statements of a claim on one jobs table, built once: each claim
+    binds its queue, time, lease and size, so SQLAlchemy neither builds nor
+    looks up a statement per claim (and psycopg prepares PostgreSQL's)."""
+
+    def __init__(self, jobs: sa.Table) -> None:
+        self.jobs = jobs
+        ready = sa.and_(
+            jobs.c.queue == sa.bindparam("claim_queue"),
+            jobs.c.reserved_at.is_(None),
+            jobs.c.available_at <= sa.bindparam("claim_now"),
+        )
+        limit = sa.bindparam("claim_limit", type_=sa.Integer)
+        # PostgreSQL: the CTE keeps the mark each row had before the claim
+        # overwrites it.
+        picked = (
+            sa.select(jobs.c.id, jobs.c.reserved_by.label("mark"))
+            .where(ready)
+            .order_by(jobs.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .cte("picked")
+        )
+        self.one_statement = (
+            sa.update(jobs)
+            .where(jobs.c.id == picked.c.id)
+            .ordered_values(*_claim_values(jobs))
+            .returning(
+                jobs.c.id,
+                jobs.c.queue,
+                jobs.c.payload,
+                jobs.c.attempts,
+                jobs.c.crashes,
+                picked.c.mark,
+            )
+        )
+        self.select = (
+            sa.select(
+                jobs.c.id,
+                jobs.c.queue,
+                jobs.c.payload,
+                jobs.c.attempts,
+                jobs.c.crashes,
+                jobs.c.reserved_by,
+            )
+            .where(ready)
+            .order_by(jobs.c.id)
+            .limit(limit)
+        )
+        self.update_by_id = (
+            sa.update(jobs)
+            .where(jobs.c.id.in_(sa.bindparam("claim_ids", expanding=True)))
+            .ordered_values(*_claim_values(jobs))
+        )
+        self._locking: dict[bool, sa.Select[Any]] = {}
+
+    def locking_select(self, skip_locked: bool) -> sa.Select[Any]:
+        if skip_locked not in self._locking:
+            self._locking[skip_locked] = self.select.with_for_update(
+                skip_locked=skip_locked
+            )
+        return self._locking[skip_locked]
+
+
 def claim_in_one_statement(
     connection: Connection,
-    jobs: sa.Table,
-    claimable: sa.ColumnElement[bool],
+    statements: ClaimStatements,
+    queue: str,
     lease: Lease,
     limit: int,
 ) -> list[ReservedJob]:
     """PostgreSQL: one ``UPDATE`` whose rows come from a CTE that locks them
     with ``FOR UPDATE SKIP LOCKED ... LIMIT``."""
-    # The CTE keeps the mark each row had before the claim overwrites it.
-    picked = (
-        sa.select(jobs.c.id, jobs.c.reserved_by.label("mark"))
-        .where(claimable)
-        .order_by(jobs.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .cte("picked")
+    found = connection.execute(
+        statements.one_statement, _claim_parameters(queue, lease, limit)
     )
-    statement = (
-        sa.update(jobs)
-        .where(jobs.c.id == picked.c.id)
-        .ordered_values(*_claim_values(jobs, lease))
-        .returning(
-            jobs.c.id,
-            jobs.c.queue,
-            jobs.c.payload,
-            jobs.c.attempts,
-            jobs.c.crashes,
-            picked.c.mark,
-        )
-    )
-    rows = sorted(connection.execute(statement).all(), key=lambda row: row.id)
+    rows = sorted(found.all(), key=lambda row: row.id)
     return [
         lease.job(
             row.id,
@@ -60,8 +105,8 @@ def claim_in_one_statement(
 
 def claim_by_id(
     connection: Connection,
-    jobs: sa.Table,
-    claimable: sa.ColumnElement[bool],
+    statements: ClaimStatements,
+    queue: str,
     lease: Lease,
     limit: int,
     *,
@@ -70,28 +115,13 @@ def claim_by_id(
 ) -> list[ReservedJob]:
     """A select (locking the rows when ``lock``), then an update by id, in
     the caller's transaction."""
-    select = (
-        sa.select(
-            jobs.c.id,
-            jobs.c.queue,
-            jobs.c.payload,
-            jobs.c.attempts,
-            jobs.c.crashes,
-            jobs.c.reserved_by,
-        )
-        .where(claimable)
-        .order_by(jobs.c.id)
-        .limit(limit)
-    )
-    if lock:
-        select = select.with_for_update(skip_locked=skip_locked)
-    rows = connection.execute(select).all()
+    select = statements.locking_select(skip_locked) if lock else statements.select
+    parameters = _claim_parameters(queue, lease, limit)
+    rows = connection.execute(select, parameters).all()
     if not rows:
         return []
     connection.execute(
-        sa.update(jobs)
-        .where(jobs.c.id.in_([row.id for row in rows]))
-        .ordered_values(*_claim_values(jobs, lease))
+        statements.update_by_id, {**parameters, "claim_ids": [row.id for row in rows]}
     )
     return [
         lease.job(
@@ -106,15 +136,26 @@ def claim_by_id(
     ]
 
 
-def _claim_values(jobs: sa.Table, lease: Lease) -> list[tuple[Any, Any]]:
-    """What a claim writes. Only ready rows are claimed: a lease that ran out
-    is first brought back, and its crash counted or not, by
-    ``conveyor.drivers.recovery``."""
+def _claim_parameters(queue: str, lease: Lease, limit: int) -> dict[str, Any]:
+    return {
+        "claim_queue": queue,
+        "claim_now": lease.at,
+        "claim_limit": limit,
+        "lease_at": lease.at,
+        "lease_token": lease.token,
+        "lease_holder": lease.holder,
+    }
+
+
+def _claim_values(jobs: sa.Table) -> list[tuple[Any, Any]]:
+    """What a claim writes, its lease bound per claim. Only ready rows are
+    claimed: a lease that ran out is first brought back, and its crash
+    counted or not, by ``conveyor.drivers.recovery``."""
     return [
         (jobs.c.attempts, jobs.c.attempts + 1),
-        (jobs.c.reserved_at, lease.at),
-        (jobs.c.reservation, lease.token),
-        (jobs.c.reserved_by, lease.holder),
+        (jobs.c.reserved_at, sa.bindparam("lease_at", type_=sa.Integer)),
+        (jobs.c.reservation, sa.bindparam("lease_token", type_=sa.String)),
+        (jobs.c.reserved_by, sa.bindparam("lease_holder", type_=sa.String)),
     ]
 
 

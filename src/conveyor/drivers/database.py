@@ -33,11 +33,17 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
 
 from conveyor.db import family_of
 from conveyor.drivers.base import NewJob, ReservedJob
-from conveyor.drivers.claim import Lease, claim_by_id, claim_in_one_statement
+from conveyor.drivers.claim import (
+    ClaimStatements,
+    Lease,
+    claim_by_id,
+    claim_in_one_statement,
+)
 from conveyor.drivers.contention import retry_contention
 from conveyor.drivers.inserting import JobInserter
 from conveyor.drivers.recovery import (
@@ -74,9 +80,16 @@ class DatabaseStore:
         #: When each queue was last searched for jobs whose lease ran out.
         self._expired_looked_at: dict[str, float] = {}
         jobs = tables.jobs
+        self._claims = ClaimStatements(jobs)
+        # PostgreSQL takes the ids as one array: one statement text whatever
+        # their number, prepared by psycopg; elsewhere a list of parameters.
+        ids = (
+            jobs.c.id == sa.any_(sa.bindparam("ids", type_=ARRAY(jobs.c.id.type)))
+            if self.family == "postgresql"
+            else jobs.c.id.in_(sa.bindparam("ids", expanding=True))
+        )
         self._delete_held = sa.delete(jobs).where(
-            jobs.c.reservation == sa.bindparam("token"),
-            jobs.c.id.in_(sa.bindparam("ids", expanding=True)),
+            jobs.c.reservation == sa.bindparam("token"), ids
         )
 
     def now(self) -> int:
@@ -172,17 +185,18 @@ class DatabaseStore:
     ) -> list[ReservedJob]:
         now = self.now()
         lease = Lease(secrets.token_hex(16), holder or None, now)
-        jobs = self.tables.jobs
 
         def take() -> list[ReservedJob]:
-            ready = self._ready(queue, now)
+            statements = self._claims
             if self.family == "postgresql":
-                return claim_in_one_statement(connection, jobs, ready, lease, limit)
+                return claim_in_one_statement(
+                    connection, statements, queue, lease, limit
+                )
             mysql = self.family == "mysql"
             return claim_by_id(
                 connection,
-                jobs,
-                ready,
+                statements,
+                queue,
                 lease,
                 limit,
                 lock=mysql,
@@ -314,16 +328,6 @@ class DatabaseStore:
                     attempts=jobs.c.attempts - 1,
                 )
             )
-
-    def _ready(self, queue: str, now: int) -> sa.ColumnElement[bool]:
-        """The jobs of ``queue`` a claim may take (an index finds the oldest
-        without sorting the backlog)."""
-        jobs = self.tables.jobs
-        return sa.and_(
-            jobs.c.queue == queue,
-            jobs.c.reserved_at.is_(None),
-            jobs.c.available_at <= now,
-        )
 
     def _bring_back_expired(
         self, connection: Connection, queue: str, now: int, *, force: bool
