@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from conveyor import Queue
-from helpers import Spawn, push, runs, table, wait_until, write_job
+from helpers import Spawn, push, run_cli, runs, table, wait_until, write_job
 
 
 def bring_back_dead_workers(database_url: str) -> int:
@@ -93,6 +93,32 @@ def test_a_push_wakes_an_idle_worker_on_postgresql(
 
     wait_until(lambda: runs(app, "run"), 30, "the job ran")
     assert [r["id"] for r in runs(app, "run")] == [job_id]
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(timeout=15) == 0, worker.log
+
+
+@pytest.mark.databases("postgresql")
+def test_a_retried_job_wakes_an_idle_worker_on_postgresql(
+    app: Path, database_url: str, engine: sa.Engine, spawn: Spawn
+) -> None:
+    """``queue retry`` notifies as a push does: an idle worker with
+    ``--sleep=120`` runs the retried job at once."""
+    [job_id] = push(database_url, "Record", "again")
+    queue = Queue(database_url)
+    try:
+        [job] = queue.store.reserve_many("default", "", 1)
+        assert queue.store.fail(job, "ValueError: boom", "")
+    finally:
+        queue.close()
+    worker = spawn("--sleep=120")
+    wait_until(lambda: "worker started" in worker.log, 15, "the worker started")
+    time.sleep(1)  # idle now, in its first long wait
+
+    retried = run_cli(["queue", "retry", "all"], cwd=app, database_url=database_url)
+
+    assert retried.exit_code == 0, retried.output
+    wait_until(lambda: runs(app, "run"), 30, "the retried job ran")
+    assert [r["data"] for r in runs(app, "run")] == ["again"]
     worker.signal(signal.SIGTERM)
     assert worker.wait(timeout=15) == 0, worker.log
 

@@ -104,6 +104,9 @@ class FailedJobStore:
                 )
                 new_ids.append(inserted_id(result))
                 connection.execute(sa.delete(t).where(t.c.id == row.id))
+            if new_ids and self.store.family == "postgresql":
+                # Wakes idle workers at the commit, as a push does.
+                connection.execute(sa.select(sa.func.pg_notify(self.store.channel, "")))
         return new_ids
 
     def forget(self, failed_id: int) -> None:
