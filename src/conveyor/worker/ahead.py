@@ -58,7 +58,8 @@ class ClaimAhead:
     def worth_it(self, batch: Sequence[ReservedJob], limited: bool) -> bool:
         """Whether to claim the next batch while ``batch`` runs: it is the
         whole of a full-size claim (the queue is busy and its jobs fast),
-        and nothing (``--max-jobs``, ``--once``, a stop) limits the run."""
+        and nothing (``--max-jobs``, ``--max-time``, ``--once``, a stop) limits
+        the run."""
         prefetch = self.prefetch
         return (
             not limited
