@@ -4,8 +4,9 @@ A worker draining a busy queue alternates between two waits: the job
 process runs a batch while the worker waits for its results, then the
 worker deletes the finished jobs and claims the next batch while the job
 process waits for it. On PostgreSQL that transaction is about 40 µs a job,
-as long as the no-op jobs themselves; made while the batch runs, on the
-other core, it costs the drain next to nothing.
+as long as the no-op jobs themselves, half of it waiting for the server;
+made while the batch runs, that wait overlaps the job process's work and
+the worker's own.
 
 What keeps it as safe as claiming between batches:
 
@@ -16,16 +17,19 @@ What keeps it as safe as claiming between batches:
   jobs never keep a batch from idle workers for more than a moment;
 - it names no job in the worker's row, so a crash is still charged to the
   job of the running batch (see ``conveyor.drivers.recovery``);
-- it never waits for a database that is away (the job process's timeouts
-  are watched between results): a failure leaves the claim in doubt, and
-  the next claim between batches puts back whatever the worker holds before
-  it claims again, as after any claim in doubt.
+- it runs on a thread of its own, and the worker waits for it before it
+  gives back, claims or stops: it is never waited for while results come
+  (the job process's timeouts are watched between results); a failure
+  leaves the claim in doubt, and the next claim between batches puts back
+  whatever the worker holds before it claims again, as after any claim in
+  doubt.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from sqlalchemy.exc import DBAPIError
 
@@ -37,7 +41,9 @@ from conveyor.worker.process import Outcome
 
 log = logging.getLogger("conveyor.worker")
 
-LogDone = Callable[[list[tuple[ReservedJob, Outcome]], list[bool]], None]
+Done = list[tuple[ReservedJob, Outcome]]
+Claimed = tuple[list[bool], list[ReservedJob]]
+LogDone = Callable[[Done, list[bool]], None]
 
 
 class ClaimAhead:
@@ -54,6 +60,9 @@ class ClaimAhead:
         self.holder = holder
         #: A claim ahead failed: it may have landed unseen.
         self.in_doubt = False
+        self._thread: ThreadPoolExecutor | None = None
+        #: The claim running on that thread, and the jobs it deletes.
+        self._pending: tuple[Future[Claimed], Done] | None = None
 
     def worth_it(self, batch: Sequence[ReservedJob], limited: bool) -> bool:
         """Whether to claim the next batch while ``batch`` runs: it is the
@@ -66,23 +75,40 @@ class ClaimAhead:
             and prefetch.size > 1
             and prefetch.wait > 0
             and not prefetch.ahead
+            and self._pending is None
             and prefetch.ramp >= prefetch.size
             and len(batch) == len(prefetch.waiting) == prefetch.size
             and not batch[0].suspect
         )
 
-    def claim(self, running: Sequence[ReservedJob], log_done: LogDone) -> None:
+    def start(self, running: Sequence[ReservedJob]) -> None:
         """Delete the jobs that ran and claim the next batch, in one
-        transaction, while ``running`` runs."""
+        transaction, while ``running`` runs: on a thread of its own, since
+        the transaction mostly waits for the server, time the worker spends
+        reading the running batch's results and logging them. Its outcome
+        is taken by ``finish``."""
         done = self.prefetch.take_done()
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="conveyor-claim")
+        claim = self._thread.submit(
+            self.store.delete_and_reserve,
+            [job for job, _ in done],
+            self.queues,
+            self.holder,
+            self.prefetch.size,
+            running=running,
+        )
+        self._pending = (claim, done)
+
+    def finish(self, log_done: LogDone) -> None:
+        """Wait for the claim ``start`` began, if any: log the jobs it
+        deleted and hold the batch it claimed apart (``Prefetch.ahead``)."""
+        if self._pending is None:
+            return
+        claim, done = self._pending
+        self._pending = None
         try:
-            held, claimed = self.store.delete_and_reserve(
-                [job for job, _ in done],
-                self.queues,
-                self.holder,
-                self.prefetch.size,
-                running=running,
-            )
+            held, claimed = claim.result()
         except DBAPIError as exc:
             # Its commit may have landed: the next claim between batches
             # settles that (see the module's docstring).
@@ -93,9 +119,15 @@ class ClaimAhead:
         log_done(done, held)
         self.prefetch.claimed_ahead(claimed)
 
-    def slow_job(self, ran_for: float) -> list[ReservedJob]:
+    def slow_job(self, ran_for: float, log_done: LogDone) -> list[ReservedJob]:
         """The next batch, taken back to be put back when a job of the
         running one has run ``ran_for`` seconds, too long to hold it."""
         if ran_for < BATCH_PAUSE_SECONDS:
             return []
+        self.finish(log_done)
         return self.prefetch.take_ahead()
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+            self._thread = None

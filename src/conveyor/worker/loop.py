@@ -394,6 +394,8 @@ class Worker:
         """On the way out: delete what ran and put back what did not start.
         A database that is away now leaves them to come back after their
         lease, as a killed worker's would."""
+        self._quietly(lambda: self.ahead.finish(self._log_done))
+        self.ahead.close()
         self._quietly(self._delete_done)
         jobs = self.prefetch.take_waiting()
         if jobs:
@@ -440,21 +442,24 @@ class Worker:
         )
         # The batch is with the job process now: claim the next meanwhile.
         if self.ahead.worth_it(batch, self._limited()):
-            self.ahead.claim(batch, self._log_done)
+            self.ahead.start(batch)
         requeued = False
-        for job, outcome in outcomes:
-            waiting.popleft()
-            self.prefetch.ran(outcome.seconds)
-            requeued |= self._process(job, outcome)
-            ran += 1
-            if self.prefetch.done_due():
-                self._delete_done()
-            if batch_pauses_after("done", outcome.seconds):
-                # After a slow job, look for a restart request before the
-                # next starts, as a worker claiming one job at a time would.
-                self._heartbeat(None, every=0.25)
-            # The next job of the batch may be running: it is not named.
-            self._while_running(None)
+        try:
+            for job, outcome in outcomes:
+                waiting.popleft()
+                self.prefetch.ran(outcome.seconds)
+                requeued |= self._process(job, outcome)
+                ran += 1
+                if self.prefetch.done_due():
+                    self._delete_done()
+                if batch_pauses_after("done", outcome.seconds):
+                    # After a slow job, look for a restart request before the
+                    # next starts, as a worker claiming one job at a time would.
+                    self._heartbeat(None, every=0.25)
+                # The next job of the batch may be running: it is not named.
+                self._while_running(None)
+        finally:
+            self.ahead.finish(self._log_done)
         if requeued:
             # A job put back to run again goes ahead of those claimed after
             # it, as it would without prefetch: claim again, oldest first.
@@ -468,7 +473,7 @@ class Worker:
         the next batch from other workers, that batch goes back."""
         if self.flags.warm or self.flags.cold:
             self.child.skip()
-        ahead = self.ahead.slow_job(ran_for)
+        ahead = self.ahead.slow_job(ran_for, self._log_done)
         if ahead:
             self._quietly(lambda: self.store.release_unstarted(ahead))
         # Between fast jobs, a heartbeat's own checks of the clock would cost
