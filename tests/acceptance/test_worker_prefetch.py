@@ -38,20 +38,19 @@ def test_jobs_claimed_ahead_go_back_at_once_when_the_worker_stops(
     app: Path, database_url: str, engine: sa.Engine, spawn: Spawn
 ) -> None:
     """SIGTERM while the first of six claimed jobs runs: it finishes, the
-    five others were never started and are back in the queue at once, not
-    reserved and with no attempt counted."""
+    five others were never started and are back in the queue, not reserved
+    and with no attempt counted (put back when it stopped, or already
+    when the running job had run a moment)."""
     warm = warm_up(database_url)
     [sleep_id] = push(database_url, "Sleep", {"seconds": 2})
     waiting = push(database_url, "Record", *range(5))
     worker = spawn("--sleep=0.1", "--prefetch=10")
 
     wait_until(lambda: runs(app, "start"), 15, "the job started")
-    held = [row for row in table(engine, "jobs") if row["reserved_at"] is not None]
     worker.signal(signal.SIGTERM)
     code = worker.wait(timeout=15)
 
     assert code == 0, worker.log
-    assert len(held) == 6, "the worker claimed the waiting jobs ahead"
     assert [(r["id"], r["event"]) for r in runs(app) if r["id"] not in warm] == [
         (sleep_id, "start"),
         (sleep_id, "end"),
@@ -126,11 +125,11 @@ def test_a_retried_job_wakes_an_idle_worker_on_postgresql(
 def test_a_killed_worker_charges_only_the_job_it_was_running(
     app: Path, database_url: str, engine: sa.Engine, spawn: Spawn
 ) -> None:
-    """SIGKILL to a worker that claimed six jobs ahead, while the second
-    runs and its heartbeat names it: the first (finished, not yet deleted)
-    and the four never started come back with no attempt and no crash
-    counted; the running one keeps its attempt, counts one crash and is
-    marked to run alone next time."""
+    """A worker claimed six jobs together; the second runs long enough for
+    its heartbeat to name it: by then the first (finished) is deleted and
+    the four never started are back with no attempt counted. SIGKILL: the
+    running one keeps its attempt, counts one crash and is marked to run
+    alone next time; nothing else is charged."""
     go = app / "go"
     warm = warm_up(database_url)
     [finished_id] = push(database_url, "Record", "first")
@@ -144,12 +143,19 @@ def test_a_killed_worker_charges_only_the_job_it_was_running(
         5,
         "the worker's row names the running job",
     )
-    held = [row["id"] for row in table(engine, "jobs") if row["reserved_at"]]
+    wait_until(
+        lambda: (
+            [row["id"] for row in table(engine, "jobs")] == [gate_id, *unstarted]
+            and [row["id"] for row in table(engine, "jobs") if row["reserved_at"]]
+            == [gate_id]
+        ),
+        5,
+        "the jobs around the running one let go",
+    )
     worker.kill()
 
-    assert held == [finished_id, gate_id, *unstarted], "claimed ahead"
     assert [r["id"] for r in runs(app, "run")] == [*warm, finished_id]
-    assert bring_back_dead_workers(database_url) == 6
+    assert bring_back_dead_workers(database_url) == 1
     by_id = {row["id"]: row for row in table(engine, "jobs")}
     assert all(row["reserved_at"] is None for row in by_id.values())
     counts = {
@@ -157,7 +163,6 @@ def test_a_killed_worker_charges_only_the_job_it_was_running(
         for job_id, row in by_id.items()
     }
     assert counts == {
-        finished_id: (0, 0, None),
         gate_id: (1, 1, "suspect"),
         **{job_id: (0, 0, None) for job_id in unstarted},
     }
@@ -281,4 +286,38 @@ def test_the_next_batch_goes_back_as_soon_as_a_job_runs_slowly(
 
     assert worker.wait(timeout=30) == 0, worker.log
     assert [r["id"] for r in runs(app, "run")] == [*warm, *batch, *ahead]
+    assert table(engine, "jobs") == []
+
+
+def test_jobs_claimed_behind_a_slow_job_go_back_and_those_done_are_deleted(
+    app: Path, database_url: str, engine: sa.Engine, spawn: Spawn
+) -> None:
+    """Fast jobs grow a worker's claims; the claim that takes a slow job
+    takes the jobs behind it too. Once the slow job has run a moment, the
+    jobs behind it go back, uncounted, for other workers, and the fast
+    jobs done before it are deleted and logged, without waiting for it."""
+    go = app / "go"
+    warm = warm_up(database_url)
+    [first] = push(database_url, "Record", "before the gate")
+    [gate_id] = push(database_url, "Gate", {"go": str(go)})
+    behind = push(database_url, "Record", "b1", "b2", "b3", "b4", "b5")
+    worker = spawn("--sleep=0.1", "--prefetch=10", "--stop-when-empty")
+
+    wait_until(lambda: runs(app, "start"), 15, "the gate job started")
+    wait_until(
+        lambda: (
+            [row["id"] for row in table(engine, "jobs") if row["reserved_at"]]
+            == [gate_id]
+        ),
+        5,
+        "only the running job still held",
+    )
+    left = {row["id"]: row for row in table(engine, "jobs")}
+    assert sorted(left) == [gate_id, *behind]
+    assert all(left[job_id]["attempts"] == 0 for job_id in behind)
+    wait_until(lambda: f"#{first} " in worker.log, 5, "the job before it logged")
+    go.touch()
+
+    assert worker.wait(timeout=30) == 0, worker.log
+    assert [r["id"] for r in runs(app, "run")] == [*warm, first, *behind]
     assert table(engine, "jobs") == []

@@ -146,6 +146,29 @@ def test_a_worker_started_while_its_database_is_away_waits_for_it(
     assert (ran["id"], ran["data"]) == (job_id, "after the outage")
 
 
+@pytest.mark.databases("postgresql", "mysql")
+@pytest.mark.parametrize("wrong", ["database", "user"])
+def test_a_worker_whose_settings_the_server_refuses_stops_with_one_line(
+    app: Path, database_url: str, spawn: Spawn, wrong: str
+) -> None:
+    """A database or user that does not exist is not a server that is
+    down: the worker says so in one line and exits 1 instead of waiting."""
+    real = sa.make_url(database_url)
+    bad = (
+        real.set(database="conveyor_no_such_db")
+        if wrong == "database"
+        else real.set(username="conveyor_no_such_user", password="x")
+    )
+    worker = spawn("--sleep=0.1", url=bad.render_as_string(hide_password=False))
+
+    assert worker.wait(timeout=30) == 1, worker.log
+    lines = [line for line in worker.log.splitlines() if line.strip()]
+    assert len(lines) == 1, worker.log
+    assert lines[0].startswith("error: the database refused this worker: "), lines
+    assert "check database_url" in lines[0]
+    assert "Traceback" not in worker.log
+
+
 # -- a worker killed alone ----------------------------------------------------
 
 

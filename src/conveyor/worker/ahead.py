@@ -12,9 +12,10 @@ What keeps it as safe as claiming between batches:
 
 - it is made only when the queue is busy: the batch running is a whole
   claim at the full ``--prefetch``, of jobs that ran fast so far;
-- the next batch is held apart (``Prefetch.ahead``) and given back at once,
-  uncounted, as soon as a job of the running batch turns out slow, so slow
-  jobs never keep a batch from idle workers for more than a moment;
+- the next batch is held apart (``Prefetch.ahead``) and given back,
+  uncounted, as soon as a job of the running batch has run
+  ``presence.NAME_AFTER`` (see ``Worker._let_go_behind``), so slow jobs
+  never keep a batch from idle workers for more than a moment;
 - it names no job in the worker's row, so a crash is still charged to the
   job of the running batch (see ``conveyor.drivers.recovery``);
 - it runs on a thread of its own, and the worker waits for it before it
@@ -35,7 +36,6 @@ from sqlalchemy.exc import DBAPIError
 
 from conveyor.drivers.base import ReservedJob
 from conveyor.drivers.database import DatabaseStore
-from conveyor.worker.child import BATCH_PAUSE_SECONDS
 from conveyor.worker.prefetch import Prefetch
 from conveyor.worker.process import Outcome
 
@@ -118,14 +118,6 @@ class ClaimAhead:
             return
         log_done(done, held)
         self.prefetch.claimed_ahead(claimed)
-
-    def slow_job(self, ran_for: float, log_done: LogDone) -> list[ReservedJob]:
-        """The next batch, taken back to be put back when a job of the
-        running one has run ``ran_for`` seconds, too long to hold it."""
-        if ran_for < BATCH_PAUSE_SECONDS:
-            return []
-        self.finish(log_done)
-        return self.prefetch.take_ahead()
 
     def close(self) -> None:
         if self._thread is not None:

@@ -21,7 +21,7 @@ from conveyor.worker.ahead import ClaimAhead
 from conveyor.worker.child import batch_pauses_after
 from conveyor.worker.metrics import MinuteCounts
 from conveyor.worker.prefetch import DEFAULT_PREFETCH, Prefetch, max_wait
-from conveyor.worker.presence import Presence, nameable
+from conveyor.worker.presence import NAME_AFTER, Presence, nameable
 from conveyor.worker.process import ChildProcess, Outcome
 from conveyor.worker.retry import Action, Decision, decide
 from conveyor.worker.signals import SignalHandlers, StopFlags
@@ -469,13 +469,12 @@ class Worker:
     def _while_running(self, job_id: int | None, ran_for: float = 0.0) -> None:
         """Heartbeat, naming ``job_id`` as running (see ``presence``); once
         a stop was asked for, the jobs of the batch not started yet stay so;
-        once the running job has run ``ran_for`` seconds, too long to keep
-        the next batch from other workers, that batch goes back."""
+        once the running job has run ``ran_for`` seconds, the jobs behind it
+        are let go (see ``_let_go_behind``)."""
         if self.flags.warm or self.flags.cold:
             self.child.skip()
-        ahead = self.ahead.slow_job(ran_for, self._log_done)
-        if ahead:
-            self._quietly(lambda: self.store.release_unstarted(ahead))
+        if ran_for >= NAME_AFTER:
+            self._let_go_behind()
         # Between fast jobs, a heartbeat's own checks of the clock would cost
         # more than the jobs; every few milliseconds is often enough.
         now = time.monotonic()
@@ -484,6 +483,32 @@ class Worker:
             self._heartbeat(job_id)
             if self.flags.warm or self.flags.cold:
                 self.child.skip()
+
+    def _let_go_behind(self) -> None:
+        """The running job has run long enough that the job process will
+        start no other job of its batch after it (it stops a batch after a
+        job of ``BATCH_PAUSE_SECONDS``, a fifth of this): put back at once,
+        uncounted, the jobs claimed behind it and the next batch, for other
+        workers, and delete the jobs that ran before it, so that none of
+        them waits for it to end. Never waits for a database that is away:
+        what it could not do is done after the job, as before."""
+        self.ahead.finish(self._log_done)
+        waiting, ahead = self.prefetch.waiting, self.prefetch.take_ahead()
+        behind = [*list(waiting)[1:], *ahead]
+        if behind:
+            released = self._quietly(lambda: self.store.release_unstarted(behind))
+            if released is None:
+                self.prefetch.ahead = ahead  # still held: given back later
+            else:
+                while len(waiting) > 1:
+                    waiting.pop()
+        done = self.prefetch.take_done()
+        if done:
+            held = self._quietly(lambda: self.store.delete_many([j for j, _ in done]))
+            if held is None:
+                self.prefetch.done[:0] = done
+            else:
+                self._log_done(done, held)
 
     def _poisoned(self, job: ReservedJob) -> bool:
         max_crashes = self.settings.queue.max_crashes
@@ -720,6 +745,13 @@ class Worker:
             except DBAPIError as exc:
                 if not exc.connection_invalidated and not _is_connection_error(exc):
                     raise
+                if at_start and _refused_for_good(exc):
+                    # Waiting would never end: the settings are wrong, not
+                    # the server down.
+                    raise ConfigError(
+                        f"the database refused this worker: {_first_line(exc)}; "
+                        "check database_url"
+                    ) from None
                 if at_start and (self.flags.warm or self.flags.cold):
                     raise _StoppedAtStart from exc
                 log.warning(
@@ -785,3 +817,25 @@ def _is_connection_error(exc: DBAPIError) -> bool:
     from sqlalchemy.exc import InterfaceError, OperationalError
 
     return isinstance(exc, (OperationalError, InterfaceError))
+
+
+#: What a server says to settings that are wrong (a database or role that
+#: does not exist, a password refused), as against a server that is down
+#: or starting: MySQL's error numbers, PostgreSQL's words (psycopg gives no
+#: SQLSTATE for a refused connection).
+_REFUSED_MYSQL = {1044, 1045, 1049}
+_REFUSED_POSTGRESQL = (
+    "does not exist",
+    "password authentication failed",
+    "no pg_hba.conf entry",
+)
+
+
+def _refused_for_good(exc: DBAPIError) -> bool:
+    args = getattr(exc.orig, "args", ())
+    if args and args[0] in _REFUSED_MYSQL:
+        return True
+    message = str(exc.orig)
+    return "FATAL:" in message and any(
+        words in message for words in _REFUSED_POSTGRESQL
+    )
