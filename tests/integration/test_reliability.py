@@ -26,7 +26,8 @@ from conveyor.drivers.contention import is_contention, retry_contention
 from conveyor.drivers.database import DatabaseStore, supports_skip_locked
 from conveyor.drivers.tables import queue_tables
 from conveyor.exceptions import ConfigError
-from conveyor.worker.loop import Worker, WorkerOptions
+from conveyor.worker.loop import Worker
+from conveyor.worker.options import WorkerOptions
 from conveyor.worker.presence import Presence
 from helpers import (
     Spawn,

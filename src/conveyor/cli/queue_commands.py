@@ -17,8 +17,8 @@ from conveyor.failed.store import FailedJobStore
 from conveyor.queue import inspection
 from conveyor.queue.pushing import Queue
 from conveyor.worker import deploy
-from conveyor.worker.loop import check_timeout
 from conveyor.worker.metrics import metrics_table_name
+from conveyor.worker.options import check_timeout
 from conveyor.worker.presence import request_restart
 
 

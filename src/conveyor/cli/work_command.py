@@ -17,7 +17,8 @@ from conveyor.cli.options import (
 )
 from conveyor.cli.worker_logging import flush_worker_log, worker_logging
 from conveyor.commands import open_store
-from conveyor.worker.loop import Worker, WorkerOptions, check_timeout
+from conveyor.worker.loop import Worker
+from conveyor.worker.options import WorkerOptions, check_timeout
 from conveyor.worker.prefetch import DEFAULT_PREFETCH
 from conveyor.worker.signals import SignalHandlers, StopFlags
 from conveyor.worker.supervisor import EXIT_RENEW, Supervisor, stop_with_supervisor
