@@ -18,8 +18,8 @@ What keeps it as safe as claiming between batches:
   never keep a batch from idle workers for more than a moment;
 - it names no job in the worker's row, so a crash is still charged to the
   job of the running batch (see ``conveyor.drivers.recovery``);
-- it runs on a thread of its own, and the worker waits for it before it
-  gives back, claims or stops: it is never waited for while results come
+- it runs on a thread of its own (but on SQLite), and the worker waits
+  for it before it gives back, claims or stops, never while results come
   (the job process's timeouts are watched between results); a failure
   leaves the claim in doubt, and the next claim between batches puts back
   whatever the worker holds before it claims again, as after any claim in
@@ -28,6 +28,7 @@ What keeps it as safe as claiming between batches:
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -83,14 +84,14 @@ class ClaimAhead:
 
     def start(self, running: Sequence[ReservedJob]) -> None:
         """Delete the jobs that ran and claim the next batch, in one
-        transaction, while ``running`` runs: on a thread of its own, since
-        the transaction mostly waits for the server, time the worker spends
-        reading the running batch's results and logging them. Its outcome
-        is taken by ``finish``."""
+        transaction, while ``running`` runs; its outcome is taken by
+        ``finish``. On a server's database, on a thread of its own: the
+        transaction mostly waits for the server, time the worker spends
+        reading the running batch's results and logging them. SQLite's
+        transaction is all CPU in this process, where a thread would only
+        contend for the interpreter (SQLite drained 20 % slower with it)."""
         done = self.prefetch.take_done()
-        if self._thread is None:
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="conveyor-claim")
-        claim = self._thread.submit(
+        claim = functools.partial(
             self.store.delete_and_reserve,
             [job for job, _ in done],
             self.queues,
@@ -98,7 +99,17 @@ class ClaimAhead:
             self.prefetch.size,
             running=running,
         )
-        self._pending = (claim, done)
+        if self.store.family == "sqlite":
+            claimed: Future[Claimed] = Future()
+            try:
+                claimed.set_result(claim())
+            except DBAPIError as exc:
+                claimed.set_exception(exc)
+        else:
+            if self._thread is None:
+                self._thread = ThreadPoolExecutor(1, "conveyor-claim")
+            claimed = self._thread.submit(claim)
+        self._pending = (claimed, done)
 
     def finish(self, log_done: LogDone) -> None:
         """Wait for the claim ``start`` began, if any: log the jobs it
