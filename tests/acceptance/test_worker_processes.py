@@ -147,18 +147,20 @@ def test_a_worker_started_while_its_database_is_away_waits_for_it(
 
 
 @pytest.mark.databases("postgresql", "mysql")
-@pytest.mark.parametrize("wrong", ["database", "user"])
+@pytest.mark.parametrize("wrong", ["database", "user", "user without password"])
 def test_a_worker_whose_settings_the_server_refuses_stops_with_one_line(
     app: Path, database_url: str, spawn: Spawn, wrong: str
 ) -> None:
     """A database or user that does not exist is not a server that is
     down: the worker says so in one line and exits 1 instead of waiting."""
     real = sa.make_url(database_url)
-    bad = (
-        real.set(database="conveyor_no_such_db")
-        if wrong == "database"
-        else real.set(username="conveyor_no_such_user", password="x")
-    )
+    bad = {
+        "database": real.set(database="conveyor_no_such_db"),
+        "user": real.set(username="conveyor_no_such_user", password="x"),
+        "user without password": real.set(
+            username="conveyor_no_such_user", password=None
+        ),
+    }[wrong]
     worker = spawn("--sleep=0.1", url=bad.render_as_string(hide_password=False))
 
     assert worker.wait(timeout=30) == 1, worker.log

@@ -101,9 +101,10 @@ def _is_connection_error(exc: DBAPIError) -> bool:
 
 #: What a server says to settings that are wrong (a database or role that
 #: does not exist, a password refused), as against a server that is down
-#: or starting: MySQL's error numbers, PostgreSQL's words (psycopg gives no
+#: or starting: MySQL's error numbers (1698: a user without a password
+#: that MariaDB does not know), PostgreSQL's words (psycopg gives no
 #: SQLSTATE for a refused connection).
-_REFUSED_MYSQL = {1044, 1045, 1049}
+_REFUSED_MYSQL = {1044, 1045, 1049, 1698}
 _REFUSED_POSTGRESQL = (
     "does not exist",
     "password authentication failed",
