@@ -25,14 +25,6 @@ OVER_ONE_STATEMENT = ROWS_PER_STATEMENT + 7
 
 
 @pytest.fixture
-def queue(database_url: str) -> Iterator[Queue]:
-    client = Queue(database_url)
-    client.store.ensure_tables()
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def own_queue(database_url: str) -> Iterator[Queue]:
     """A ``Queue`` on a jobs table of its own name: a channel's name holds
     for the whole database, and other tests' pushes must not be heard."""
