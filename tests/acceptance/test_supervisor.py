@@ -141,7 +141,9 @@ def test_a_killed_worker_is_replaced_and_its_job_still_runs(
     wait_for_pids(engine, supervisor, 2)
     wait_until(lambda: runs(app, "start"), 30, "the long job started")
     [holder] = wait_until(
-        lambda: [r["pid"] for r in table(engine, "job_workers") if r["current_job"]],
+        lambda: [
+            r["pid"] for r in table(engine, "job_workers") if r["current_job"] == held
+        ],
         10,
         "the worker running the long job",
     )
