@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from conveyor import Queue
 from conveyor.cli import main
 from conveyor.db import connect
+from conveyor.drivers.database import DatabaseStore
 
 
 def table_names(engine: sa.Engine) -> set[str]:
@@ -49,6 +50,30 @@ def write_job(root: Path, name: str, body: str) -> Path:
     path = folder / f"{name}.py"
     path.write_text(textwrap.dedent(body).lstrip(), encoding="utf-8")
     return path
+
+
+def add_worker(
+    store: DatabaseStore,
+    worker_id: str,
+    heartbeat_at: int | None = None,
+    current_job: int | None = None,
+) -> None:
+    """A row of the workers table, as a worker on another host registers
+    it; its heartbeat now unless ``heartbeat_at`` says when."""
+    beat = store.now() if heartbeat_at is None else heartbeat_at
+    with store.engine.begin() as connection:
+        connection.execute(
+            sa.insert(store.tables.workers).values(
+                id=worker_id,
+                host="elsewhere",
+                pid=4242,
+                queues="default",
+                started_at=beat,
+                heartbeat_at=beat,
+                current_job=current_job,
+                stop_requested=False,
+            )
+        )
 
 
 def rows(engine: sa.Engine, table: str) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ from conveyor import Queue
 from conveyor.drivers.base import ReservedJob
 from conveyor.drivers.database import DatabaseStore
 from conveyor.worker.prefetch import Prefetch, max_wait
-from helpers import rows
+from helpers import add_worker, rows
 
 
 @pytest.fixture
@@ -119,7 +119,7 @@ def test_a_claim_ahead_in_doubt_keeps_the_running_batch_and_names_no_job(
     holder holds but the running batch (whose jobs may be running), and it
     never writes the worker's current job, which speaks for that batch."""
     ids = Queue(database_url).bulk("Record", [{}, {}, {}, {}, {}])
-    add_worker(store, "a", ids[0])
+    add_worker(store, "a", current_job=ids[0])
     running = store.reserve_many("default", "a", 2)
     store.reserve_many("default", "a", 2)  # a claim ahead whose answer was lost
 
@@ -182,22 +182,6 @@ def test_claims_grow_while_jobs_run_fast_and_drop_to_one_after_a_slow_one() -> N
     assert prefetch.claim_size(None) == 1
     prefetch.claimed([fake_job()])
     assert prefetch.claim_size(None) == 2
-
-
-def add_worker(store: DatabaseStore, worker_id: str, current_job: int | None) -> None:
-    with store.engine.begin() as connection:
-        connection.execute(
-            sa.insert(store.tables.workers).values(
-                id=worker_id,
-                host="elsewhere",
-                pid=4242,
-                queues="default",
-                started_at=store.now(),
-                heartbeat_at=store.now(),
-                current_job=current_job,
-                stop_requested=False,
-            )
-        )
 
 
 def expire(store: DatabaseStore) -> None:

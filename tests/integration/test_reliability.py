@@ -31,6 +31,7 @@ from conveyor.worker.options import WorkerOptions
 from conveyor.worker.presence import Presence
 from helpers import (
     Spawn,
+    add_worker,
     count,
     create_tables,
     recorded,
@@ -52,28 +53,6 @@ def store(database_url: str) -> Iterator[DatabaseStore]:
     queue.store.ensure_tables()
     yield queue.store
     queue.close()
-
-
-def add_worker(
-    store: DatabaseStore,
-    worker_id: str,
-    heartbeat_at: int,
-    current_job: int | None = None,
-) -> None:
-    """A row of the workers table, as a worker registers it."""
-    with store.engine.begin() as connection:
-        connection.execute(
-            sa.insert(store.tables.workers).values(
-                id=worker_id,
-                host="elsewhere",
-                pid=4242,
-                queues="default",
-                started_at=heartbeat_at,
-                heartbeat_at=heartbeat_at,
-                current_job=current_job,
-                stop_requested=False,
-            )
-        )
 
 
 def set_column(store: DatabaseStore, job_id: int, **values: object) -> None:
