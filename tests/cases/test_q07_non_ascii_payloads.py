@@ -125,7 +125,8 @@ def test_a_lone_surrogate_is_refused_at_push_naming_the_key(
 ) -> None:
     """A lone surrogate (text that is not valid Unicode) in a value, deep in
     a list, or in a key, is refused by ``push``, ``bulk`` and
-    ``queue push`` with one line naming the key; nothing is stored."""
+    ``queue push`` with one line naming the key (and a bulk's item);
+    nothing is stored."""
     queue.push("Record", {"fine": NAME})
     refused = {
         "value": ({"name": "caf\udce9"}, "data['name']"),
@@ -141,7 +142,7 @@ def test_a_lone_surrogate_is_refused_at_push_naming_the_key(
         assert "surrogate" in message, (case, message)
         assert len(message.splitlines()) == 1, (case, message)
 
-    with pytest.raises(PayloadError, match=r"data\['name'\].*surrogate"):
+    with pytest.raises(PayloadError, match=r"^items\[1\]\['name'\].*surrogate"):
         queue.bulk("Record", [{"name": NAME}, {"name": "caf\udce9"}])
 
     # A JSON \u escape is how a shell can pass one.

@@ -90,9 +90,9 @@ def test_the_case_s_datetime_decimal_bytes_and_date_are_refused_before_a_write(
 ) -> None:
     """``push("Echo", MIXED)`` fails with one line naming its first key,
     ``data['when']``, and saying how to pass an aware datetime instead; so
-    do ``later()`` and ``bulk()`` with it. Each value alone is refused the
-    same way, naming its own key. No row is written, not even the tables'
-    first job."""
+    does ``later()``, and ``bulk()`` names the item too, ``items[1]['when']``.
+    Each value alone is refused the same way, naming its own key. No row is
+    written, not even the tables' first job."""
     with pytest.raises(PayloadError) as raised:
         queue.push("Echo", MIXED)
     message = str(raised.value)
@@ -101,7 +101,7 @@ def test_the_case_s_datetime_decimal_bytes_and_date_are_refused_before_a_write(
 
     with pytest.raises(PayloadError, match=r"^data\['when'\]: "):
         queue.later(dt.datetime(2030, 1, 1, tzinfo=UTC), "Echo", MIXED)
-    with pytest.raises(PayloadError, match=r"^data\['when'\]: "):
+    with pytest.raises(PayloadError, match=r"^items\[1\]\['when'\]: "):
         queue.bulk("Echo", [{"n": 1}, MIXED])
 
     for key, value in MIXED.items():

@@ -16,9 +16,10 @@ import sqlalchemy as sa
 from conveyor import Queue
 from conveyor.config import QueueSettings, Settings
 from conveyor.drivers.base import NewJob
+from conveyor.drivers.driver_sql import DriverStatement
 from conveyor.drivers.inserting import ROWS_PER_STATEMENT
 from conveyor.worker.wakeup import Wakeup
-from helpers import payload_of, rows
+from helpers import drop_worker_connections, payload_of, rows, tagged_url
 
 #: Enough jobs for the bulk to take two statements, in one transaction.
 OVER_ONE_STATEMENT = ROWS_PER_STATEMENT + 7
@@ -135,3 +136,41 @@ def test_a_refused_bulk_wakes_no_worker(own_queue: Queue) -> None:
         assert wakeup.wait(0.5) is False
     finally:
         wakeup.close()
+
+
+@pytest.mark.databases("postgresql", "mysql")
+def test_a_push_on_a_connection_the_server_closed_fails_once_then_pushes_again(
+    database_url: str, database_name: str, engine: sa.Engine
+) -> None:
+    """The pooled connection a push runs on is closed by the server (a
+    restart, a killed session): that push raises SQLAlchemy's error saying
+    the connection was lost, the pool drops the connection, and the next
+    push stores its job on a new one."""
+    tag = f"push_{uuid.uuid4().hex[:8]}"
+    pusher = Queue(tagged_url(database_url, database_name, tag))
+    try:
+        kept = pusher.push("Resize", {"n": 1})
+        assert drop_worker_connections(engine, database_name, tag) >= 1
+
+        with pytest.raises(sa.exc.DBAPIError) as caught:
+            pusher.push("Resize", {"n": 2})
+        assert caught.value.connection_invalidated
+
+        again = pusher.push("Resize", {"n": 3})
+    finally:
+        pusher.close()
+    stored = {row["id"]: payload_of(row)["data"]["n"] for row in job_rows(engine)}
+    assert stored == {kept: 1, again: 3}
+
+
+def test_a_statement_whose_values_need_converting_is_refused_when_built(
+    engine: sa.Engine,
+) -> None:
+    """A column type whose values SQLAlchemy converts before the driver
+    sees them (JSON here) cannot run on the driver directly: refused when
+    the statement is built, not stored as something else."""
+    table = sa.Table("documents", sa.MetaData(), sa.Column("body", sa.JSON))
+    statement = sa.insert(table).values(body=sa.bindparam("body_0", type_=sa.JSON))
+
+    with pytest.raises(TypeError, match="body_0 needs a bind processor"):
+        DriverStatement.compile(statement, engine.dialect, ["body_0"])

@@ -135,18 +135,7 @@ class DatabaseStore:
             return []
         self.ensure_tables()
         now = self.now()
-        rows = [
-            {
-                "queue": job.queue,
-                "payload": job.payload,
-                "attempts": 0,
-                "available_at": job.available_at,
-                "created_at": now,
-                "crashes": 0,
-            }
-            for job in jobs
-        ]
-        return retry_contention(lambda: self._inserter.insert(rows), "push")
+        return retry_contention(lambda: self._inserter.insert(jobs, now), "push")
 
     @property
     def channel(self) -> str:

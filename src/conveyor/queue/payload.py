@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,13 @@ _HINTS = {
 }
 
 
+#: ASCII with \u escapes: a jobs table in any character set (MySQL's 3-byte
+#: utf8 too, which would turn an emoji into "?" outside strict mode) stores
+#: exactly the text that was pushed. One encoder for every push:
+#: ``json.dumps`` with options builds a new one per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=True, allow_nan=False)
+
+
 @dataclass(frozen=True)
 class Payload:
     """What a job row carries: which job, its data, and a stable id that
@@ -44,11 +51,7 @@ class Payload:
         return cls(job=job, data=data, uuid=random_uuid())
 
     def encode(self) -> str:
-        body = {"uuid": self.uuid, "job": self.job, "data": self.data}
-        # ASCII with \u escapes: a jobs table in any character set (MySQL's
-        # 3-byte utf8 too, which would turn an emoji into "?" outside strict
-        # mode) stores exactly the text that was pushed.
-        return json.dumps(body, ensure_ascii=True, allow_nan=False)
+        return _body(self.uuid, _ENCODER.encode(self.job), _ENCODER.encode(self.data))
 
     @classmethod
     def decode(cls, text: str) -> Payload:
@@ -68,10 +71,41 @@ class Payload:
         )
 
 
+def encode_all(job: str, items: Sequence[Any], *, bulk: bool = False) -> list[str]:
+    """The payloads of ``job`` with each of ``items`` as its data, each with
+    a uuid of its own: what ``Payload.new(job, data).encode()`` gives for
+    each, in a third of the time (a bulk push is mostly this). A refusal
+    names the item of a ``bulk``, ``items[3]['when']``."""
+    for index, data in enumerate(items):
+        check_json(data, f"items[{index}]" if bulk else "data")
+    job_text = _ENCODER.encode(job)
+    encode = _ENCODER.encode
+    uuids = random_uuids(len(items))
+    pairs = zip(uuids, items, strict=True)
+    return [_body(uuid, job_text, encode(data)) for uuid, data in pairs]
+
+
+def _body(uuid: str, job_text: str, data_text: str) -> str:
+    # The text json.dumps would write for {"uuid": ..., "job": ..., "data":
+    # ...}, put together from its encoded parts (a uuid needs no escaping).
+    return f'{{"uuid": "{uuid}", "job": {job_text}, "data": {data_text}}}'
+
+
 def random_uuid() -> str:
     """A random (version 4) UUID as text, as ``str(uuid.uuid4())`` writes it
-    in half the time: a bulk push makes one per job."""
-    digits = os.urandom(16).hex()
+    in half the time."""
+    return random_uuids(1)[0]
+
+
+def random_uuids(count: int) -> list[str]:
+    """``count`` random UUIDs from one read of the system's random source."""
+    digits = os.urandom(16 * count).hex()
+    starts = range(0, 32 * count, 32)
+    return [_uuid_text(digits[start : start + 32]) for start in starts]
+
+
+def _uuid_text(digits: str) -> str:
+    """Version 4, variant RFC 4122, from 32 random hex digits."""
     variant = "89ab"[int(digits[16], 16) & 3]
     return (
         f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-"

@@ -13,7 +13,7 @@ from conveyor.drivers.base import NewJob
 from conveyor.drivers.database import DatabaseStore
 from conveyor.drivers.tables import queue_tables
 from conveyor.exceptions import PayloadError, QueueError
-from conveyor.queue.payload import Payload
+from conveyor.queue.payload import encode_all
 from conveyor.queue.registry import is_job_class
 
 Delay = int | float | dt.timedelta | dt.datetime
@@ -60,7 +60,7 @@ class Queue:
         self, job: Any, items: Iterable[Any], queue: str | None = None
     ) -> list[int]:
         """Push one job per item of ``items`` in one round trip; their ids."""
-        return self._push(job, list(items), queue=queue, delay=0)
+        return self._push(job, list(items), queue=queue, delay=0, bulk=True)
 
     def close(self) -> None:
         self.store.dispose()
@@ -68,14 +68,20 @@ class Queue:
     # -- the steps ---------------------------------------------------------
 
     def _push(
-        self, job: Any, items: list[Any], *, queue: str | None, delay: Delay
+        self,
+        job: Any,
+        items: list[Any],
+        *,
+        queue: str | None,
+        delay: Delay,
+        bulk: bool = False,
     ) -> list[int]:
         name, job_queue = _job_name(job)
         target = (
             queue if queue is not None else job_queue or self.settings.queue.default
         )
         _check_queue_name(target)
-        payloads = [Payload.new(name, data).encode() for data in items]
+        payloads = encode_all(name, items, bulk=bulk)
         available_at = self._available_at(delay)
         return self.store.push(
             [NewJob(target, payload, available_at) for payload in payloads]
