@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
-@dataclass(frozen=True)
-class NewJob:
-    """A job about to be pushed."""
+class NewJob(NamedTuple):
+    """A job about to be pushed (a tuple: a bulk makes one per item, and a
+    tuple is made in half the time of a frozen dataclass)."""
 
     queue: str
     payload: str

@@ -120,13 +120,12 @@ class JobInserter:
         return rows > 1 and bool(self.engine.dialect.insert_returning)
 
 
-def _row(job: NewJob, now: int) -> tuple[Any, ...]:
-    return (job.queue, job.payload, 0, job.available_at, now, 0)
-
-
 def _values(jobs: Sequence[NewJob], now: int) -> list[Any]:
     """The values of ``jobs``' rows one after the other, in ``COLUMNS`` order."""
-    return [value for job in jobs for value in _row(job, now)]
+    values: list[Any] = []
+    for queue, payload, available_at in jobs:
+        values += (queue, payload, 0, available_at, now, 0)
+    return values
 
 
 def _chunks(jobs: Sequence[NewJob], size: int) -> list[Sequence[NewJob]]:

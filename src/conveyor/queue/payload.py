@@ -77,7 +77,8 @@ def encode_all(job: str, items: Sequence[Any], *, bulk: bool = False) -> list[st
     each, in a third of the time (a bulk push is mostly this). A refusal
     names the item of a ``bulk``, ``items[3]['when']``."""
     for index, data in enumerate(items):
-        check_json(data, f"items[{index}]" if bulk else "data")
+        if not _fits_json(data):
+            _name_the_fault(data, f"items[{index}]" if bulk else "data")
     job_text = _ENCODER.encode(job)
     encode = _ENCODER.encode
     uuids = random_uuids(len(items))
@@ -104,9 +105,13 @@ def random_uuids(count: int) -> list[str]:
     return [_uuid_text(digits[start : start + 32]) for start in starts]
 
 
+#: The variant digit (RFC 4122: 10xx in binary) for each random hex digit.
+_VARIANTS = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+
 def _uuid_text(digits: str) -> str:
     """Version 4, variant RFC 4122, from 32 random hex digits."""
-    variant = "89ab"[int(digits[16], 16) & 3]
+    variant = _VARIANTS[digits[16]]
     return (
         f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-"
         f"{variant}{digits[17:20]}-{digits[20:]}"
@@ -116,6 +121,34 @@ def _uuid_text(digits: str) -> str:
 def check_json(value: Any, path: str = "data") -> None:
     """Raise ``PayloadError`` naming the first key whose value JSON cannot
     hold exactly."""
+    if not _fits_json(value):
+        _name_the_fault(value, path)
+
+
+def _fits_json(value: Any) -> bool:
+    """Whether JSON holds ``value`` exactly: the quick look every push
+    takes, which builds no key's name (only a refusal needs them)."""
+    if value is None or isinstance(value, (bool, int)):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, str):
+        return value.isascii() or _is_unicode(value)
+    if isinstance(value, Mapping):
+        return all(
+            isinstance(key, str)
+            and (key.isascii() or _is_unicode(key))
+            and _fits_json(item)
+            for key, item in value.items()
+        )
+    if isinstance(value, (list, tuple)):
+        return all(_fits_json(item) for item in value)
+    return False
+
+
+def _name_the_fault(value: Any, path: str) -> None:
+    """Raise ``PayloadError`` for the first part of ``value`` JSON cannot
+    hold, named by its path from ``path``."""
     if value is None or isinstance(value, (bool, int)):
         return
     if isinstance(value, float):
@@ -133,15 +166,24 @@ def check_json(value: Any, path: str = "data") -> None:
                     "are strings"
                 )
             _check_text(key, f"{path}[{key!r}] (the key)")
-            check_json(item, f"{path}[{key!r}]")
+            _name_the_fault(item, f"{path}[{key!r}]")
         return
     if isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            check_json(item, f"{path}[{index}]")
+            _name_the_fault(item, f"{path}[{index}]")
         return
     kind = type(value).__name__
     hint = _HINTS.get(kind, "convert it to str, int, float, bool, list or dict")
     raise PayloadError(f"{path}: a {kind} is not JSON; {hint}")
+
+
+def _is_unicode(text: str) -> bool:
+    """Whether ``text`` is valid Unicode (holds no lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_text(text: str, path: str) -> None:
