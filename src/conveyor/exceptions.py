@@ -4,6 +4,7 @@
 
     ConveyorError                   base; the CLI prints its message as one line
     ├── ConfigError                 a settings file, option or URL that cannot work
+    │   └── DatabaseRefused         a server that refuses the database or user named
     ├── DatabaseError               the database cannot be reached or refused a query
     ├── QueueError                  anything the queue refuses
     │   ├── PayloadError            job data JSON cannot hold, or a payload row
@@ -28,6 +29,12 @@ class ConveyorError(Exception):
 
 class ConfigError(ConveyorError):
     """Raised when a settings file, an option or a database URL cannot work."""
+
+
+class DatabaseRefused(ConfigError):
+    """Raised when the server answers but refuses the settings: a database
+    or user that does not exist, a wrong password. Waiting would not help,
+    unlike a server that is down."""
 
 
 class DatabaseError(ConveyorError):

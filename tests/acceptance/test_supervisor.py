@@ -225,6 +225,28 @@ def test_a_worker_that_keeps_dying_is_started_again_ever_more_slowly(
     assert supervisor.wait(timeout=20) == 0, supervisor.log
 
 
+@pytest.mark.databases("postgresql", "mysql")
+def test_workers_the_database_refuses_stop_the_supervisor_instead_of_restarting(
+    app: Path, database_url: str, spawn: Spawn
+) -> None:
+    """A database that does not exist refuses every worker alike: the
+    supervisor says so once per worker, starts none again, and exits 1
+    (a process manager then shows it failed, rather than a supervisor
+    restarting its workers every 30 s for ever)."""
+    bad = sa.make_url(database_url).set(database="conveyor_no_such_db")
+
+    supervisor = spawn(
+        "--processes=2", "--sleep=0.1", url=bad.render_as_string(hide_password=False)
+    )
+
+    assert supervisor.wait(timeout=30) == 1, supervisor.log
+    assert "the database refused this worker" in supervisor.log
+    assert "was refused by the database" in supervisor.log
+    assert "died" not in supervisor.log
+    assert len(started_pids(supervisor.log)) == 2, supervisor.log
+    assert "Traceback" not in supervisor.log
+
+
 @pytest.mark.databases("sqlite")
 @pytest.mark.parametrize("value", ["0", "-1", "two", "1.5", ""])
 def test_a_bad_processes_value_is_refused(

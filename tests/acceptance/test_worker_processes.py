@@ -90,10 +90,12 @@ def free_port() -> int:
 @contextlib.contextmanager
 def forwarder(listen_port: int, target: tuple[str, int]) -> Iterator[None]:
     """A TCP forwarder on ``listen_port`` to ``target``: the database server
-    appearing at an address where, until now, nothing answered."""
+    appearing at an address where, until now, nothing answered. On leaving,
+    it closes every connection it carried: the server going away again."""
     server = socket.create_server(("127.0.0.1", listen_port))
     server.settimeout(0.1)
     stop = threading.Event()
+    carried: list[socket.socket] = []
 
     def pipe(source: socket.socket, sink: socket.socket) -> None:
         with contextlib.suppress(OSError):
@@ -109,6 +111,7 @@ def forwarder(listen_port: int, target: tuple[str, int]) -> Iterator[None]:
             except (TimeoutError, OSError):
                 continue
             upstream = socket.create_connection(target)
+            carried.extend((client, upstream))
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=pipe, args=(a, b), daemon=True).start()
 
@@ -120,6 +123,10 @@ def forwarder(listen_port: int, target: tuple[str, int]) -> Iterator[None]:
         stop.set()
         thread.join(timeout=5)
         server.close()
+        for connection in carried:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+            connection.close()
 
 
 @pytest.mark.databases("postgresql", "mysql")
@@ -144,6 +151,37 @@ def test_a_worker_started_while_its_database_is_away_waits_for_it(
         assert worker.wait(timeout=15) == 0, worker.log
 
     assert (ran["id"], ran["data"]) == (job_id, "after the outage")
+
+
+@pytest.mark.databases("postgresql", "mysql")
+def test_a_worker_stopped_while_its_database_is_away_says_what_it_left(
+    app: Path, database_url: str, engine: sa.Engine, spawn: Spawn
+) -> None:
+    """The server goes away under an idle worker, which waits for it; a
+    stop then (SIGTERM, then SIGINT as it still waits) ends the worker, and
+    its log says that what it could not tidy is left to the lease, not that
+    it goes on and reconnects."""
+    real = sa.make_url(database_url)
+    port = free_port()
+    via = real.set(port=port).render_as_string(hide_password=False)
+    create_tables(database_url)
+    push(database_url, "Record", "before the outage")
+    with forwarder(port, (real.host or "127.0.0.1", real.port or 0)):
+        worker = spawn("--sleep=0.1", url=via)
+        wait_until(lambda: runs(app, "run"), 20, "the job ran")
+    wait_until(lambda: "trying again" in worker.log, 15, "the outage noticed")
+
+    worker.signal(signal.SIGTERM)
+    time.sleep(0.5)
+    worker.signal(signal.SIGINT)
+    worker.wait(timeout=15)
+
+    stopping = worker.log[worker.log.index("trying again") :]
+    assert "the worker stops without tidying up" in stopping, worker.log
+    assert "goes on and reconnects" not in stopping, worker.log
+    assert "Traceback" not in worker.log
+    # Its row is left for the lease to clear, as a killed worker's is.
+    assert count(engine, "job_workers") == 1
 
 
 @pytest.mark.databases("postgresql", "mysql")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
+import pytest
 import sqlalchemy as sa
 
 from conveyor import Queue
@@ -92,6 +93,27 @@ def test_queues_are_served_in_the_order_given(
 
     assert result.exit_code == 0, result.output
     assert steps(tmp_path, "data") == [("h1",), ("h2",), ("d1",), ("d2",)]
+
+
+@pytest.mark.databases("sqlite")
+@pytest.mark.parametrize("value", ["", "high,,default", " "])
+def test_an_empty_queue_name_is_refused_and_no_job_runs(
+    tmp_path: Path, database_url: str, queue: Queue, engine: sa.Engine, value: str
+) -> None:
+    """``--queue=`` is a slip (an unset shell variable), not a request for
+    the default queue: the worker exits 2 naming the option and runs
+    nothing."""
+    write_jobs(tmp_path, "app")
+    queue.push("Record", "waiting")
+
+    result = work(tmp_path, database_url, f"--queue={value}")
+
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for --queue" in result.stderr
+    assert "empty queue name" in result.stderr
+    assert "Traceback" not in result.output
+    assert steps(tmp_path, "data") == []
+    assert len(rows(engine, "jobs")) == 1
 
 
 def test_a_job_can_push_another_job(

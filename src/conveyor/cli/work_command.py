@@ -17,11 +17,17 @@ from conveyor.cli.options import (
 )
 from conveyor.cli.worker_logging import flush_worker_log, worker_logging
 from conveyor.commands import open_store
+from conveyor.exceptions import DatabaseRefused
 from conveyor.worker.loop import Worker
 from conveyor.worker.options import WorkerOptions, check_timeout
 from conveyor.worker.prefetch import DEFAULT_PREFETCH
 from conveyor.worker.signals import SignalHandlers, StopFlags
-from conveyor.worker.supervisor import EXIT_RENEW, Supervisor, stop_with_supervisor
+from conveyor.worker.supervisor import (
+    EXIT_CONFIG,
+    EXIT_RENEW,
+    Supervisor,
+    stop_with_supervisor,
+)
 
 #: The supervisor's own options, not passed on to its workers.
 _NOT_PASSED_ON = {"processes", "supervised"}
@@ -153,7 +159,9 @@ def work_command(
 ) -> None:
     """Run jobs as they arrive, until stopped (SIGTERM: after the current job)."""
     settings = settings_for(ctx)
-    names = tuple(q.strip() for q in (queues or settings.queue.default).split(","))
+    # An empty --queue= is a mistake to name, not a request for the default.
+    given = settings.queue.default if queues is None else queues
+    names = tuple(q.strip() for q in given.split(","))
     if not all(names):
         raise click.BadParameter(
             f"{queues!r} has an empty queue name", param_hint="--queue"
@@ -185,6 +193,13 @@ def work_command(
     with SignalHandlers(flags):
         try:
             stats = Worker(settings, options, open_store(settings), flags=flags).run()
+        except DatabaseRefused as exc:
+            if supervised is None:
+                raise
+            # Tells the supervisor that another worker would be refused alike
+            # (a broken job module, by contrast, may be fixed by a deploy).
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(EXIT_CONFIG)
         finally:
             flush_worker_log()
     if supervised is not None and stats.renew:

@@ -106,6 +106,7 @@ class Worker:
             try:
                 self._loop()
             finally:
+                self.outages.stopping = True
                 self._settle_prefetch()
                 self.wakeup.close()
                 self.child.stop()

@@ -11,7 +11,7 @@ from typing import TypeVar
 from sqlalchemy.exc import DBAPIError
 
 from conveyor.drivers.database import DatabaseStore
-from conveyor.exceptions import ConfigError
+from conveyor.exceptions import DatabaseRefused
 from conveyor.worker.signals import StopFlags
 
 # These lines keep the logger they had while this code was part of the
@@ -28,6 +28,8 @@ class Outages:
     def __init__(self, store: DatabaseStore, flags: StopFlags) -> None:
         self.store = store
         self.flags = flags
+        #: Set once the worker has left its loop: it will not reconnect.
+        self.stopping = False
 
     def wait_out(self, action: Callable[[], T], *, at_start: bool = False) -> T:
         """Run ``action``, waiting out a database that went away: log, wait
@@ -43,7 +45,7 @@ class Outages:
                 if at_start and _refused_for_good(exc):
                     # Waiting would never end: the settings are wrong, not
                     # the server down.
-                    raise ConfigError(
+                    raise DatabaseRefused(
                         f"the database refused this worker: {_first_line(exc)}; "
                         "check database_url"
                     ) from None
@@ -72,8 +74,9 @@ class Outages:
         except DBAPIError as exc:
             if _is_connection_error(exc):
                 log.warning(
-                    "database unreachable (%s); the worker goes on and reconnects",
+                    "database unreachable (%s); %s",
                     _first_line(exc),
+                    self._what_happens_next(),
                     extra={"event": "database_unreachable"},
                 )
             else:
@@ -81,6 +84,16 @@ class Outages:
                     "bookkeeping failed", extra={"event": "bookkeeping_failed"}
                 )
             return None
+
+    def _what_happens_next(self) -> str:
+        # Say what becomes of what a stopping worker could not tidy, so the
+        # operator need not clean up by hand.
+        if self.stopping:
+            return (
+                "the worker stops without tidying up: jobs it held come back "
+                "when their lease runs out"
+            )
+        return "the worker goes on and reconnects"
 
 
 class StoppedAtStart(Exception):

@@ -15,6 +15,12 @@ signals, watches and starts again:
 - A worker that stopped for good (exit code 0: ``--stop-when-empty`` found
   the queues empty, ``--once``, a SIGTERM to that worker alone) is not; the
   supervisor exits when none is left.
+- A worker the database refuses (a database or user that does not exist,
+  a wrong password) says so with the exit code :data:`EXIT_CONFIG`: all
+  share those settings, so the supervisor stops every worker and exits 1
+  instead of starting them again forever. A worker that fails on the
+  application's code (a job module that does not import) is started
+  again, as below: a deploy may fix it.
 - A worker that died (killed, or exited with an error) is started again
   after a back-off that grows while it keeps dying young, so a crash loop
   does not spin. Its jobs come back as any dead worker's do: another
@@ -46,6 +52,9 @@ log = logging.getLogger(__name__)
 #: The exit code of a supervised worker that stopped so that a fresh one
 #: takes its place (EX_TEMPFAIL of sysexits.h: "try again").
 EXIT_RENEW = 75
+#: The exit code of a supervised worker whose database refused its settings
+#: (EX_CONFIG of sysexits.h).
+EXIT_CONFIG = 78
 #: Seconds before a dead worker is started again, by how many times in a
 #: row it died young; the last value repeats.
 RESTART_BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
@@ -93,9 +102,12 @@ class Supervisor:
         #: When the warm and the cold stop were passed on (monotonic).
         self._warm_sent: float | None = None
         self._cold_sent: float | None = None
+        #: The database refused a worker's settings: the supervisor's exit 1.
+        self._refused = False
 
     def run(self) -> int:
-        """Supervise until done; the exit code for the supervisor (0)."""
+        """Supervise until done; the exit code for the supervisor: 0, or 1
+        when the database refused a worker's settings."""
         with SignalHandlers(self.flags, cold_signals=(signal.SIGINT, signal.SIGTERM)):
             log.info(
                 "supervisor %d started: %d worker processes",
@@ -116,7 +128,7 @@ class Supervisor:
             self.flags.reason or "every worker stopped for good",
             extra={"event": "supervisor_stopped"},
         )
-        return 0
+        return 1 if self._refused else 0
 
     def _step(self) -> bool:
         """One look at the flags and the workers; whether any worker runs
@@ -206,6 +218,18 @@ class Supervisor:
                 pid,
                 describe_exit(code),
                 extra={"event": "worker_process_exited", **extra},
+            )
+            return
+        if code == EXIT_CONFIG:
+            slot.start_at = None
+            self._refused = True
+            self.flags.ask_warm("the database refused a worker's settings")
+            log.error(
+                "worker %d (pid %d) was refused by the database (its error is "
+                "above); every worker shares its settings, so every worker stops",
+                slot.number,
+                pid,
+                extra={"event": "worker_process_refused", **extra},
             )
             return
         if code == EXIT_RENEW:
