@@ -227,6 +227,7 @@ def measure(system: Any, plan: Plan, results: Results) -> None:
                 for metric, step in steps:
                     if metric not in plan.metrics:
                         continue
+                    common.settle()
                     value = step()
                     if metric == "latency":
                         if value is not None:

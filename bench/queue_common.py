@@ -42,6 +42,8 @@ BULK = 100
 DRAIN_TIMEOUT = 300.0
 #: Seconds a worker gets to start and fall idle before it is measured.
 START_SECONDS = 3.0
+#: A pause after ``os.sync()`` for the disk's queue to empty.
+SETTLE_SECONDS = 0.5
 LATENCY_TIMEOUT = 30.0
 
 
@@ -85,6 +87,16 @@ class Ping:
     def handle(self, data):
         _append(data["file"], repr(time.time() - data["at"]))
 '''
+
+
+def settle() -> None:
+    """Write out what earlier steps left dirty before a step is timed: a
+    system that fsyncs per job (the raw one-job loops, SQLite) leaves
+    writes behind that the disk would otherwise flush during the next
+    system's measurement (PostgreSQL drained 40 % slower right after the
+    SQLite systems)."""
+    os.sync()
+    time.sleep(SETTLE_SECONDS)
 
 
 def rate_between_marks(marks: Path, jobs: int) -> float | None:
