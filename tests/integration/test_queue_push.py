@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from conveyor import Job, Queue
-from conveyor.exceptions import QueueError
+from conveyor.exceptions import PayloadError, QueueError
 from helpers import payload_of, recorded, rows, run_cli, table_names, work, write_jobs
 
 
@@ -138,6 +138,28 @@ def test_bulk_returns_one_id_per_item_in_item_order(
 def test_bulk_of_no_items_stores_nothing(queue: Queue, engine: sa.Engine) -> None:
     """bulk() of an empty list returns no ids and stores no row."""
     assert queue.bulk("Resize", []) == []
+    assert rows(engine, "jobs") == []
+
+
+@pytest.mark.databases("sqlite")
+@pytest.mark.parametrize(
+    "items",
+    ["abc", b"abc", {"tag": "x"}, None, 3],
+    ids=["str", "bytes", "dict", "None", "int"],
+)
+def test_bulk_of_something_not_a_list_is_refused_and_stores_nothing(
+    queue: Queue, engine: sa.Engine, items: object
+) -> None:
+    """A string or a dict is iterable, but a job per character or per key is
+    never meant: bulk() refuses them, and what is not iterable at all,
+    naming the type, and stores no row."""
+    with pytest.raises(PayloadError) as refused:
+        queue.bulk("Resize", items)  # type: ignore[arg-type]
+
+    assert str(refused.value) == (
+        "bulk(): items must be a list of data, one item per job, "
+        f"not a {type(items).__name__}"
+    )
     assert rows(engine, "jobs") == []
 
 

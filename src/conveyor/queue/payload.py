@@ -162,7 +162,7 @@ def _name_the_fault(value: Any, path: str) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise PayloadError(
-                    f"{path}: key {key!r} is a {type(key).__name__}; JSON keys "
+                    f"{path}: key {key!r} is {_a(type(key).__name__)}; JSON keys "
                     "are strings"
                 )
             _check_text(key, f"{path}[{key!r}] (the key)")
@@ -174,7 +174,12 @@ def _name_the_fault(value: Any, path: str) -> None:
         return
     kind = type(value).__name__
     hint = _HINTS.get(kind, "convert it to str, int, float, bool, list or dict")
-    raise PayloadError(f"{path}: a {kind} is not JSON; {hint}")
+    raise PayloadError(f"{path}: {_a(kind)} is not JSON; {hint}")
+
+
+def _a(kind: str) -> str:
+    """``an int``, ``a set``: a type's name with its article."""
+    return f"an {kind}" if kind[:1] in ("a", "e", "i", "o", "u") else f"a {kind}"
 
 
 def _is_unicode(text: str) -> bool:

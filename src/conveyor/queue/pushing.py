@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from conveyor.config import Settings, load_settings
@@ -60,7 +60,7 @@ class Queue:
         self, job: Any, items: Iterable[Any], queue: str | None = None
     ) -> list[int]:
         """Push one job per item of ``items`` in one round trip; their ids."""
-        return self._push(job, list(items), queue=queue, delay=0, bulk=True)
+        return self._push(job, _bulk_items(items), queue=queue, delay=0, bulk=True)
 
     def close(self) -> None:
         self.store.dispose()
@@ -129,6 +129,19 @@ def _job_name(job: Any) -> tuple[str, str | None]:
     raise PayloadError(
         f"{job!r} is not a job: pass a class with handle(self, data), or its name"
     )
+
+
+def _bulk_items(items: Any) -> list[Any]:
+    # A string or a dict is iterable too, but a bulk of its characters or
+    # its keys is never what was meant.
+    if isinstance(items, (str, bytes, bytearray, Mapping)) or not isinstance(
+        items, Iterable
+    ):
+        raise PayloadError(
+            "bulk(): items must be a list of data, one item per job, "
+            f"not a {type(items).__name__}"
+        )
+    return list(items)
 
 
 def _check_queue_name(name: Any) -> None:
