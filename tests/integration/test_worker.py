@@ -133,6 +133,23 @@ def test_a_timeout_of_zero_is_refused_as_a_bad_value(
     assert "x>0" in usage.stdout
 
 
+def test_stop_when_empty_stops_with_delayed_jobs_left_and_says_none_was_ready(
+    tmp_path: Path, database_url: str, queue: Queue, engine: sa.Engine
+) -> None:
+    """``--stop-when-empty`` stops once no job is ready, leaving a delayed
+    one for later, and its last line says so rather than "queue empty"."""
+    write_jobs(tmp_path, "app")
+    queue.push("Record", "now")
+    later_id = queue.later(3600, "Record", "in an hour")
+
+    result = work(tmp_path, database_url)
+
+    assert result.exit_code == 0, result.output
+    assert steps(tmp_path, "data") == [("now",)]
+    assert [row["id"] for row in rows(engine, "jobs")] == [later_id]
+    assert "worker stopped (no job ready)" in result.output + result.stderr
+
+
 def test_a_job_can_push_another_job(
     tmp_path: Path, database_url: str, queue: Queue
 ) -> None:

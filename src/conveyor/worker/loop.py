@@ -196,7 +196,9 @@ class Worker:
                 return
             if not self._have_jobs(processed):
                 if self.options.stop_when_empty or self.options.once:
-                    self.stats.stop_reason = "queue empty"
+                    # Delayed jobs may still wait: none is ready, which is
+                    # what --stop-when-empty stops on.
+                    self.stats.stop_reason = "no job ready"
                     return
                 self._idle()
                 continue
