@@ -157,8 +157,8 @@ def test_bulk_of_something_not_a_list_is_refused_and_stores_nothing(
         queue.bulk("Resize", items)  # type: ignore[arg-type]
 
     assert str(refused.value) == (
-        "bulk(): items must be a list of data, one item per job, "
-        f"not a {type(items).__name__}"
+        "bulk(): items must be a list of data, one item per job; got "
+        f"{type(items).__name__}"
     )
     assert rows(engine, "jobs") == []
 

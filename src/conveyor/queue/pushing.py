@@ -138,8 +138,8 @@ def _bulk_items(items: Any) -> list[Any]:
         items, Iterable
     ):
         raise PayloadError(
-            "bulk(): items must be a list of data, one item per job, "
-            f"not a {type(items).__name__}"
+            "bulk(): items must be a list of data, one item per job; got "
+            f"{type(items).__name__}"
         )
     return list(items)
 
