@@ -17,7 +17,12 @@ from conveyor.exceptions import ConfigError
 from conveyor.worker.ahead import ClaimAhead
 from conveyor.worker.child import batch_pauses_after
 from conveyor.worker.metrics import MinuteCounts
-from conveyor.worker.options import WorkerOptions, WorkerStats, check_timeout
+from conveyor.worker.options import (
+    WorkerOptions,
+    WorkerStats,
+    check_job_timeouts,
+    check_timeout,
+)
 from conveyor.worker.outages import Outages, StoppedAtStart
 from conveyor.worker.outcomes import Outcomes
 from conveyor.worker.prefetch import Prefetch, max_wait
@@ -81,18 +86,6 @@ class Worker:
         if self.options.prefetch < 1:
             raise ConfigError("--prefetch must be 1 or more")
 
-    def _validate_job_timeouts(self) -> None:
-        """Refuse job classes whose own timeout would outlive their lease."""
-        retry_after = self.settings.queue.retry_after
-        for name, timeout in sorted(self.child.job_timeouts.items()):
-            if not timeout or timeout >= retry_after:
-                raise ConfigError(
-                    f"job {name} has timeout = {timeout:g}, which must be more than "
-                    f"0 and less than retry_after ({retry_after} s, [queue] "
-                    "retry_after in conveyor.toml): otherwise it could run on "
-                    "while another worker takes it"
-                )
-
     def run(self) -> WorkerStats:
         """Work until a stop condition; returns what was done."""
         self.validate()
@@ -129,7 +122,7 @@ class Worker:
         try:
             self.outages.wait_out(self.store.ensure_tables, at_start=True)
             self.child.start()
-            self._validate_job_timeouts()
+            check_job_timeouts(self.child.job_timeouts, self.settings.queue.retry_after)
             self.prefetch.wait = max_wait(
                 self.settings.queue.retry_after, self._longest_timeout()
             )

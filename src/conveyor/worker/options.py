@@ -1,9 +1,10 @@
 """What a worker is told and what it tells back: the options of ``conveyor
-queue work``, the counts of a run, and the check that a ``--timeout`` fits
-within a job's lease."""
+queue work``, the counts of a run, and the checks that a ``--timeout`` and
+each job class's own timeout fit within a job's lease."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from conveyor.exceptions import ConfigError
@@ -58,3 +59,15 @@ def check_timeout(timeout: float, retry_after: int) -> None:
             "conveyor.toml above it, or a job still running would be handed "
             "to another worker"
         )
+
+
+def check_job_timeouts(job_timeouts: Mapping[str, float], retry_after: int) -> None:
+    """Refuse job classes whose own timeout would outlive their lease."""
+    for name, timeout in sorted(job_timeouts.items()):
+        if not timeout or timeout >= retry_after:
+            raise ConfigError(
+                f"job {name} has timeout = {timeout:g}, which must be more than "
+                f"0 and less than retry_after ({retry_after} s, [queue] "
+                "retry_after in conveyor.toml): otherwise it could run on "
+                "while another worker takes it"
+            )
