@@ -116,23 +116,6 @@ def test_an_empty_queue_name_is_refused_and_no_job_runs(
     assert len(rows(engine, "jobs")) == 1
 
 
-@pytest.mark.databases("sqlite")
-def test_a_timeout_of_zero_is_refused_as_a_bad_value(
-    tmp_path: Path, database_url: str
-) -> None:
-    """``--timeout=0`` would let a job outlive its lease: refused by the
-    option itself (exit 2), its help saying ``x>0``."""
-    write_jobs(tmp_path, "app")
-
-    result = work(tmp_path, database_url, "--timeout=0")
-    usage = run_cli(["queue", "work", "--help"], cwd=tmp_path)
-
-    assert result.exit_code == 2, result.output
-    assert "Invalid value for '--timeout'" in result.stderr
-    assert "Traceback" not in result.output
-    assert "x>0" in usage.stdout
-
-
 def test_stop_when_empty_stops_with_delayed_jobs_left_and_says_none_was_ready(
     tmp_path: Path, database_url: str, queue: Queue, engine: sa.Engine
 ) -> None:

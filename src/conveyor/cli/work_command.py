@@ -65,7 +65,7 @@ def _int_list(value: str, option: str) -> tuple[int, ...]:
 )
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=click.FloatRange(min=0),
     default=60,
     show_default=True,
     help="Seconds one attempt may run before it is stopped; more than 0 and "
